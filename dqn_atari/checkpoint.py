@@ -1,0 +1,125 @@
+"""Checkpoints as explicit state dicts: written atomically, read without running code.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, saved with
+`torch.save` and loaded with `torch.load(weights_only=True)`, which refuses any pickle that
+would construct arbitrary objects. It is written to a temporary file in the same directory,
+flushed to disk and renamed over `latest.pt`, so a crash at any moment leaves the previous
+checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "dqn-atari/1"
+LATEST = "latest.pt"
+_PERIODIC = re.compile(r"step_(\d+)\.pt")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written, found or read."""
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Write `state` to `path` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a dqn-atari checkpoint; every failure is a CheckpointError with a one-line reason."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LATEST
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a PyTorch checkpoint archive "
+            "(truncated or corrupt?)"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"refused checkpoint {path}: it would build Python objects when loaded; only tensors "
+            "and plain data are accepted (torch.load weights_only=True)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path} (truncated or corrupt?): {first}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dqn-atari checkpoint (format {FORMAT})")
+    return state
+
+
+class CheckpointManager:
+    """`latest.pt` plus periodic `step_NNNNNNNNN.pt` files in one directory, keeping the last K."""
+
+    def __init__(self, directory: Path, keep: int = 0) -> None:
+        self.directory = directory
+        self.keep = keep  # periodic files kept; 0 = all
+
+    @property
+    def latest(self) -> Path:
+        return self.directory / LATEST
+
+    def save(self, state: dict[str, Any], step: int, periodic: bool) -> Path:
+        """Replace latest.pt; with `periodic`, also keep this state as step_<step>.pt."""
+        try:
+            save_atomic(state, self.latest)
+            if periodic:
+                self._keep_copy(step)
+        except OSError as err:
+            raise CheckpointError(
+                f"cannot write checkpoint in {self.directory}: {err.strerror or err}"
+            ) from None
+        return self.latest
+
+    def _keep_copy(self, step: int) -> None:
+        copy = self.directory / f"step_{step:09d}.pt"
+        copy.unlink(missing_ok=True)
+        try:
+            # latest.pt is replaced by rename, never rewritten, so a hard link is a safe copy.
+            os.link(self.latest, copy)
+        except OSError:
+            save_atomic(torch.load(self.latest, weights_only=True), copy)
+        if self.keep > 0:
+            for old in self.periodic()[: -self.keep]:
+                old.unlink(missing_ok=True)
+
+    def periodic(self) -> list[Path]:
+        """Periodic checkpoint files, oldest first."""
+        found = [p for p in self.directory.glob("step_*.pt") if _PERIODIC.fullmatch(p.name)]
+        return sorted(found, key=lambda p: int(_PERIODIC.fullmatch(p.name).group(1)))  # type: ignore[union-attr]

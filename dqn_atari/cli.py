@@ -1,0 +1,514 @@
+"""`dqn-train` and `dqn-eval`: compose the config, build every object once, run the loop.
+
+This module is the composition root: it turns the Hydra config into typed settings and plain
+objects (environment, network, replay, learner, metrics, checkpoints) and passes them to
+`loop.train` / `loop.evaluate`. No other module reads the config.
+
+Bad input never shows a traceback: every error a user can cause is printed as one line
+`dqn-train: error: ...` on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import cv2
+import hydra
+import numpy as np
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
+
+from dqn_atari.checkpoint import (
+    FORMAT,
+    LATEST,
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+)
+from dqn_atari.config import (
+    ConfigError,
+    EvalConfig,
+    TrainConfig,
+    atari_options,
+    register_schemas,
+    resolve_device,
+    validate_eval,
+    validate_train,
+)
+from dqn_atari.envs import (
+    AtariOptions,
+    AtariPhiEnv,
+    UnknownGameError,
+    display_name,
+    resolve_game,
+)
+from dqn_atari.learner import Learner, LearnerSettings, make_optimizer
+from dqn_atari.loop import DivergenceError, LoopSettings, TrainState, evaluate, train
+from dqn_atari.metrics import Metrics
+from dqn_atari.networks import NatureQNetwork
+from dqn_atari.preprocessing import Crop
+from dqn_atari.replay import ReplayMemory, ReplayMemoryError, check_fits
+from dqn_atari.schedules import LinearSchedule
+
+
+def find_config_dir() -> Path:
+    """The configs shipped in the wheel (dqn_atari/configs), else those of a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"dqn-atari configs not found next to {here}; reinstall the package")
+
+
+CONFIG_DIR = find_config_dir()
+USER_ERRORS = (
+    ConfigError,
+    UnknownGameError,
+    CheckpointError,
+    ReplayMemoryError,
+    DivergenceError,
+)
+
+
+class UsageError(ValueError):
+    """A command line that cannot be run."""
+
+
+def _fail(prog: str, message: object) -> NoReturn:
+    text = " ".join(str(message).split())  # one line, whatever the message held
+    print(f"{prog}: error: {text}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+# ---------------------------------------------------------------- command-line routing
+
+
+def _key_of(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def route_game(args: list[str]) -> list[str]:
+    """`env=NAME` for a game without a preset becomes the generic preset with env.game=NAME."""
+    routed = []
+    for arg in args:
+        match = re.fullmatch(r"env=(.+)", arg)
+        if match is None or (CONFIG_DIR / "env" / f"{match.group(1)}.yaml").is_file():
+            routed.append(arg)
+            continue
+        rom_id = resolve_game(match.group(1))
+        display = display_name(rom_id)
+        if (CONFIG_DIR / "env" / f"{display}.yaml").is_file():
+            routed.append(f"env={display}")
+        else:
+            routed += ["env=atari", f"env.game={display}"]
+    return routed
+
+
+def route_resume(args: list[str]) -> list[str]:
+    """`resume=DIR` replays DIR's saved overrides, then the new ones, into hydra.run.dir=DIR."""
+    values = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    if not values or values[-1] in ("", "null"):
+        return args
+    run_dir = Path(values[-1]).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise UsageError(f"resume={values[-1]}: no such run directory")
+    if not (run_dir / "checkpoints" / LATEST).is_file():
+        raise UsageError(f"resume={values[-1]}: no checkpoint at {run_dir}/checkpoints/{LATEST}")
+    if any(_key_of(a) == "hydra.run.dir" for a in args):
+        raise UsageError("resume=DIR continues in DIR; do not also set hydra.run.dir")
+    saved_file = run_dir / ".hydra" / "overrides.yaml"
+    saved = [str(o) for o in OmegaConf.load(saved_file)] if saved_file.is_file() else []
+    merged: dict[str, str] = {}
+    for override in [*saved, *args]:
+        if _key_of(override) != "resume":
+            merged[_key_of(override)] = override
+    # A game given again by name is routed again; drop the saved routing it replaces.
+    if "env" in {_key_of(a) for a in args} and "env.game" not in {_key_of(a) for a in args}:
+        merged.pop("env.game", None)
+    return [*merged.values(), f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def precheck(config_name: str, args: list[str]) -> None:
+    """Compose once before Hydra runs, so that a bad override is one line, not a report."""
+    if any(a.startswith("-") for a in args):  # --help, --cfg, -m: Hydra's own business
+        return
+    GlobalHydra.instance().clear()
+    try:
+        with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            hydra.compose(config_name=config_name, overrides=args)
+    except MissingConfigException as err:
+        options = ", ".join(o for o in (err.options or []) if o != "atari")
+        raise UsageError(f"{_first_line(err)}; options: {options}") from None
+    except (HydraException, OmegaConfBaseException) as err:
+        cause = err.__cause__
+        unknown_key = isinstance(cause, (ConfigKeyError, ConfigAttributeError))
+        if unknown_key and _first_line(err).startswith("Could not override"):
+            key = _first_line(err).split("'")[1]
+            raise UsageError(f"unknown config key '{key}' (README lists the keys)") from None
+        message = _first_line(err)
+        if cause is not None:
+            message += f": {_first_line(cause)}"
+        raise UsageError(message) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _entry(prog: str, config_name: str, task: Callable[[DictConfig], None], route: bool) -> None:
+    register_schemas()
+    args = sys.argv[1:]
+    try:
+        if route:
+            args = route_resume(route_game(args))
+        precheck(config_name, args)
+    except (UsageError, UnknownGameError) as err:
+        _fail(prog, err)
+    sys.argv = [sys.argv[0], *args]
+    main = hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
+    main(task)()
+
+
+def train_entry() -> None:
+    """Console script `dqn-train`."""
+    _entry("dqn-train", "config", _train_task, route=True)
+
+
+def eval_entry() -> None:
+    """Console script `dqn-eval`."""
+    _entry("dqn-eval", "eval", _eval_task, route=False)
+
+
+def _missing(err: MissingMandatoryValue) -> str:
+    key = err.full_key or "a value"
+    return f"{key} is required: add {key}=..."
+
+
+def _train_task(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        code = run_train(cfg, run_dir)
+    except MissingMandatoryValue as err:
+        _fail("dqn-train", _missing(err))
+    except USER_ERRORS as err:
+        _fail("dqn-train", err)
+    if code:
+        sys.exit(code)
+
+
+def _eval_task(cfg: DictConfig) -> None:
+    try:
+        summary = run_eval(cfg)
+    except MissingMandatoryValue as err:
+        _fail("dqn-eval", _missing(err))
+    except USER_ERRORS as err:
+        _fail("dqn-eval", err)
+    print(json.dumps(summary))
+
+
+# ---------------------------------------------------------------- dqn-train
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _seed_everything(seed: int) -> np.random.Generator:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def _rng_state(rng: np.random.Generator, replay: ReplayMemory) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": rng.bit_generator.state,
+        "python": random.getstate(),
+        "replay": replay._generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any], rng: np.random.Generator, replay: ReplayMemory) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    rng.bit_generator.state = state["numpy"]
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    replay._generator.set_state(state["replay"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _options_dict(options: AtariOptions) -> dict[str, Any]:
+    out = {name: getattr(options, name) for name in AtariOptions.__dataclass_fields__}
+    out["crop"] = list(options.crop) if options.crop is not None else None
+    return out
+
+
+def _options_from_dict(saved: dict[str, Any]) -> AtariOptions:
+    saved = dict(saved)
+    saved["crop"] = Crop(*saved["crop"]) if saved.get("crop") is not None else None
+    return AtariOptions(**saved)
+
+
+def check_compatible(ckpt: dict[str, Any], game: str, num_actions: int, source: str) -> None:
+    """A checkpoint must come from the same game and action set it is used with."""
+    if ckpt["game"] != game:
+        raise CheckpointError(
+            f"{source} was trained on {ckpt['game']}, not {game}; use a checkpoint of this game"
+        )
+    if ckpt["num_actions"] != num_actions:
+        raise CheckpointError(
+            f"{source} has {ckpt['num_actions']} actions but {game} here has {num_actions} "
+            "(full_action_space differs?)"
+        )
+
+
+def run_train(cfg: DictConfig, run_dir: Path) -> int:
+    """One dqn-train run in `run_dir`; returns the process exit code."""
+    conf: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate_train(conf)
+    device = resolve_device(conf.device)
+    options = atari_options(conf.env)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", keep=conf.keep_checkpoints)
+    resumed: dict[str, Any] | None = None
+    if conf.resume is not None:
+        resumed = load_checkpoint(checkpoints.latest, map_location=device)
+    elif checkpoints.latest.exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with resume={run_dir} "
+            "or pick a new hydra.run.dir"
+        )
+
+    rng = _seed_everything(conf.seed)
+    state = TrainState(learn_from_step=conf.learning_starts)
+    if resumed is not None:
+        state = TrainState(**resumed["state"])
+    # A resumed run opens a fresh game: its emulator seed moves with the step reached.
+    env = AtariPhiEnv(conf.env.game, options, seed=conf.seed + state.step)
+    num_actions = env.num_actions
+    network = NatureQNetwork(num_actions, options.frame_stack, options.screen_size).to(device)
+    algo = conf.algo
+    optimizer = make_optimizer(
+        algo.optimizer,
+        network.parameters(),
+        lr=algo.lr,
+        rmsprop_alpha=algo.rmsprop_alpha,
+        rmsprop_eps=algo.rmsprop_eps,
+        adam_eps=algo.adam_eps,
+    )
+    learner = Learner(
+        network,
+        optimizer,
+        LearnerSettings(
+            gamma=algo.gamma,
+            double=algo.double,
+            huber_delta=algo.huber_delta,
+            max_grad_norm=algo.max_grad_norm,
+        ),
+    )
+    frame_shape = (options.screen_size, options.screen_size)
+    check_fits(conf.buffer_size, frame_shape, device)
+    replay = ReplayMemory(
+        conf.buffer_size, frame_shape, options.frame_stack, device, seed=conf.seed
+    )
+
+    metrics = Metrics(
+        run_dir,
+        conf.total_steps,
+        start_step=state.step,
+        progress_interval_s=conf.progress_interval_s,
+        label=f"[{env.display_name}] ",
+    )
+    if resumed is not None:
+        check_compatible(resumed, env.game, num_actions, f"checkpoint {checkpoints.latest}")
+        learner.load_state_dict(resumed["learner"])
+        _restore_rng(resumed["rng"], rng, replay)
+        # This version does not save the replay memory: refill it before learning again.
+        state.learn_from_step = max(state.learn_from_step, state.step + conf.learning_starts)
+        metrics.message(
+            f"resumed {run_dir} at agent step {state.step:,}; the replay memory starts empty, "
+            f"so learning resumes after {conf.learning_starts:,} agent steps of refilling"
+        )
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    def save(current: TrainState, periodic: bool) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in network.parameters()):
+            raise DivergenceError(
+                f"non-finite weights at agent step {current.step:,}; "
+                f"the last checkpoint ({checkpoints.latest}) is kept unchanged"
+            )
+        checkpoints.save(
+            {
+                "format": FORMAT,
+                "game": env.game,
+                "num_actions": num_actions,
+                "action_meanings": env.action_meanings,
+                "env_options": _options_dict(options),
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "state": current.as_dict(),
+                "learner": learner.state_dict(),
+                "rng": _rng_state(rng, replay),
+            },
+            current.step,
+            periodic,
+        )
+
+    eval_options = replace(
+        options,
+        terminal_on_life_loss=False,
+        clip_rewards=False,
+        max_episode_frames=conf.eval_max_episode_frames,
+    )
+    stop = StopFlag()
+    stop.install()
+    try:
+        state = train(
+            env=env,
+            learner=learner,
+            replay=replay,
+            epsilon=LinearSchedule(
+                algo.epsilon_start,
+                algo.epsilon_end,
+                algo.epsilon_decay_steps,
+                begin_step=conf.learning_starts,
+            ),
+            settings=LoopSettings(
+                total_steps=conf.total_steps,
+                learning_starts=conf.learning_starts,
+                batch_size=conf.batch_size,
+                train_every=algo.train_every,
+                target_update_interval=algo.target_update_interval,
+                checkpoint_interval=conf.checkpoint_interval,
+                eval_interval=conf.eval_interval,
+                eval_episodes=conf.eval_episodes,
+                eval_epsilon=algo.eval_epsilon,
+                log_interval=conf.log_interval,
+            ),
+            metrics=metrics,
+            state=state,
+            rng=rng,
+            device=device,
+            save_checkpoint=save,
+            eval_env=lambda: AtariPhiEnv(conf.env.game, eval_options, seed=conf.seed + 1),
+            stop_requested=lambda: stop.signal_name,
+        )
+    finally:
+        stop.restore()
+        metrics.close()
+        env.close()
+    if state.stopped_by is not None:
+        metrics.message(
+            f"stopped by {state.stopped_by} at agent step {state.step:,}; checkpoint saved. "
+            f"Continue with: dqn-train resume={run_dir}"
+        )
+        return 128 + int(signal.Signals[state.stopped_by])
+    metrics.message(f"done: {state.step:,} agent steps; checkpoint {checkpoints.latest}")
+    return 0
+
+
+# ---------------------------------------------------------------- dqn-eval
+
+
+def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    """Score a checkpoint with the Nature protocol; returns the JSON summary."""
+    conf: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate_eval(conf)
+    device = resolve_device(conf.device)
+    ckpt = load_checkpoint(conf.checkpoint, map_location=device)
+    try:
+        options = replace(
+            _options_from_dict(ckpt["env_options"]),
+            terminal_on_life_loss=False,
+            clip_rewards=False,
+            max_episode_frames=conf.max_episode_frames,
+            noop_max=conf.noop_max,
+        )
+        env = AtariPhiEnv(
+            ckpt["game"], options, seed=conf.seed, render_mode="rgb_array" if conf.video else None
+        )
+        num_actions = env.num_actions
+        check_compatible(ckpt, env.game, num_actions, f"checkpoint {conf.checkpoint}")
+        network = NatureQNetwork(num_actions, options.frame_stack, options.screen_size)
+        network.load_state_dict(ckpt["learner"]["online"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"checkpoint {conf.checkpoint} does not hold a usable network: {_first_line(err)}"
+        ) from None
+    network.to(device)
+
+    video_path = (
+        Path(conf.checkpoint).with_suffix("").with_name(f"{Path(conf.checkpoint).stem}_eval.mp4")
+    )
+    writer: cv2.VideoWriter | None = None
+
+    def on_frame(episode: int, rgb: np.ndarray) -> None:
+        nonlocal writer
+        if episode != 0:
+            return
+        if writer is None:
+            height, width = rgb.shape[:2]
+            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+            writer = cv2.VideoWriter(str(video_path), fourcc, 15.0, (width, height))
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    rng = np.random.default_rng(conf.seed)
+    torch.manual_seed(conf.seed)
+    try:
+        result = evaluate(
+            network,
+            env,
+            conf.episodes,
+            conf.epsilon,
+            rng,
+            device,
+            on_frame=on_frame if conf.video else None,
+        )
+    finally:
+        env.close()
+        if writer is not None:
+            writer.release()
+    summary = {"game": env.game, **result.summary(), "checkpoint_step": ckpt["state"]["step"]}
+    if conf.video:
+        summary["video"] = str(video_path)
+    return summary

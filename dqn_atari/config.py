@@ -1,0 +1,221 @@
+"""Config schemas (registered in Hydra's ConfigStore) and validation of values at start.
+
+The YAML files under `configs/` hold the values, each with its unit; these dataclasses hold the
+types, so Hydra rejects `batch_size=abc` while composing. `validate_train` and `validate_eval`
+check ranges and relations, raising ConfigError with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from dqn_atari.envs import AtariOptions
+from dqn_atari.preprocessing import Crop
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work, with the reason."""
+
+
+@dataclass
+class EnvConfig:
+    game: str = MISSING  # ALE game name: Breakout, Pong, SpaceInvaders, ...
+    frame_skip: int = MISSING  # emulator frames per agent step
+    frame_stack: int = MISSING  # phi frames per observation
+    screen_size: int = MISSING  # pixels, side of a phi frame
+    crop: list[int] | None = None  # pixels [top, bottom, left, right] of the raw screen
+    noop_max: int = MISSING  # emulator frames, random no-ops after reset
+    fire_reset: bool = MISSING
+    terminal_on_life_loss: bool = MISSING
+    clip_rewards: bool = MISSING
+    sticky_action_prob: float = MISSING
+    max_episode_frames: int = MISSING  # emulator frames
+    full_action_space: bool = MISSING
+
+
+@dataclass
+class AlgoConfig:
+    name: str = MISSING
+    gamma: float = MISSING
+    double: bool = MISSING
+    optimizer: str = MISSING  # rmsprop | adam
+    lr: float = MISSING
+    rmsprop_alpha: float = MISSING
+    rmsprop_eps: float = MISSING
+    adam_eps: float = MISSING
+    huber_delta: float = MISSING
+    max_grad_norm: float | None = None
+    train_every: int = MISSING  # agent steps per gradient update
+    target_update_interval: int = MISSING  # agent steps
+    epsilon_start: float = MISSING
+    epsilon_end: float = MISSING
+    epsilon_decay_steps: int = MISSING  # agent steps
+    eval_epsilon: float = MISSING
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    seed: int = MISSING
+    device: str = MISSING
+    total_steps: int = MISSING  # agent steps
+    learning_starts: int = MISSING  # agent steps
+    buffer_size: int = MISSING  # transitions (frames)
+    batch_size: int = MISSING  # transitions
+    checkpoint_interval: int = MISSING  # agent steps
+    keep_checkpoints: int = MISSING  # periodic checkpoint files kept; 0 = all
+    eval_interval: int = MISSING  # agent steps; 0 = off
+    eval_episodes: int = MISSING  # games
+    eval_max_episode_frames: int = MISSING  # emulator frames
+    log_interval: int = MISSING  # agent steps
+    progress_interval_s: float = MISSING  # seconds
+    resume: str | None = None  # run directory to continue
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = MISSING  # path of a .pt written by dqn-train
+    episodes: int = MISSING  # games
+    epsilon: float = MISSING
+    max_episode_frames: int = MISSING  # emulator frames
+    noop_max: int = MISSING  # emulator frames
+    device: str = MISSING
+    seed: int = MISSING
+    video: bool = MISSING
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; cuda without CUDA is an error, not a fallback."""
+    if not _DEVICE.fullmatch(name):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{name}'")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return device
+
+
+def atari_options(env: EnvConfig) -> AtariOptions:
+    crop = None
+    if env.crop is not None:
+        if len(env.crop) != 4:
+            raise ConfigError(
+                f"env.crop takes 4 margins [top, bottom, left, right], got {env.crop}"
+            )
+        crop = Crop(*env.crop)
+    options = AtariOptions(
+        frame_skip=env.frame_skip,
+        frame_stack=env.frame_stack,
+        screen_size=env.screen_size,
+        crop=crop,
+        noop_max=env.noop_max,
+        fire_reset=env.fire_reset,
+        terminal_on_life_loss=env.terminal_on_life_loss,
+        clip_rewards=env.clip_rewards,
+        sticky_action_prob=env.sticky_action_prob,
+        max_episode_frames=env.max_episode_frames,
+        full_action_space=env.full_action_space,
+    )
+    try:
+        options.validate()
+    except ValueError as err:
+        raise ConfigError(f"env.{err}") from None
+    return options
+
+
+def _at_least(values: dict[str, int | float], minimum: int) -> None:
+    for name, value in values.items():
+        if value < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _probability(values: dict[str, float]) -> None:
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {value}")
+
+
+def validate_train(cfg: TrainConfig) -> None:
+    """Every range and relation dqn-train relies on; raises ConfigError on the first failure."""
+    _at_least(
+        {
+            "total_steps": cfg.total_steps,
+            "buffer_size": cfg.buffer_size,
+            "batch_size": cfg.batch_size,
+            "checkpoint_interval": cfg.checkpoint_interval,
+            "eval_episodes": cfg.eval_episodes,
+            "eval_max_episode_frames": cfg.eval_max_episode_frames,
+            "log_interval": cfg.log_interval,
+            "algo.train_every": cfg.algo.train_every,
+            "algo.target_update_interval": cfg.algo.target_update_interval,
+        },
+        1,
+    )
+    _at_least(
+        {
+            "learning_starts": cfg.learning_starts,
+            "eval_interval": cfg.eval_interval,
+            "keep_checkpoints": cfg.keep_checkpoints,
+            "algo.epsilon_decay_steps": cfg.algo.epsilon_decay_steps,
+            "progress_interval_s": cfg.progress_interval_s,
+        },
+        0,
+    )
+    min_buffer = cfg.env.frame_stack + 2
+    if cfg.buffer_size < min_buffer:
+        raise ConfigError(f"buffer_size must be >= {min_buffer}, got {cfg.buffer_size}")
+    if cfg.batch_size > cfg.buffer_size:
+        raise ConfigError(
+            f"batch_size ({cfg.batch_size}) must not exceed buffer_size ({cfg.buffer_size})"
+        )
+    if cfg.learning_starts > cfg.total_steps:
+        raise ConfigError(
+            f"learning_starts ({cfg.learning_starts}) must not exceed total_steps "
+            f"({cfg.total_steps}): the run would never learn"
+        )
+    algo = cfg.algo
+    _probability(
+        {
+            "algo.gamma": algo.gamma,
+            "algo.epsilon_start": algo.epsilon_start,
+            "algo.epsilon_end": algo.epsilon_end,
+            "algo.eval_epsilon": algo.eval_epsilon,
+        }
+    )
+    if algo.lr <= 0:
+        raise ConfigError(f"algo.lr must be > 0, got {algo.lr}")
+    if algo.optimizer not in ("rmsprop", "adam"):
+        raise ConfigError(f"algo.optimizer must be rmsprop or adam, got '{algo.optimizer}'")
+    if algo.max_grad_norm is not None and algo.max_grad_norm <= 0:
+        raise ConfigError(f"algo.max_grad_norm must be > 0 or null, got {algo.max_grad_norm}")
+    atari_options(cfg.env)
+    resolve_device(cfg.device)
+
+
+def validate_eval(cfg: EvalConfig) -> None:
+    _at_least({"episodes": cfg.episodes, "max_episode_frames": cfg.max_episode_frames}, 1)
+    _at_least({"noop_max": cfg.noop_max}, 0)
+    _probability({"epsilon": cfg.epsilon})
+    resolve_device(cfg.device)

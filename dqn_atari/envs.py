@@ -1,0 +1,269 @@
+"""Atari environments whose observations are phi(s): uint8 arrays of shape (stack, 84, 84).
+
+`make_atari_env(game, seed, ...)` is the public entry point. The environment drives the ALE
+emulator directly (one `ale.act` per emulator frame) so that only the two screens phi needs are
+copied out of the emulator on each agent step.
+
+Episode statistics (`info["episode"]`) always describe the real game: raw rewards over all
+lives, before reward clipping, whatever training-only options are on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from ale_py import roms
+from ale_py.env import AtariEnv
+
+from dqn_atari.preprocessing import (
+    ATARI_SCREEN_SHAPE,
+    Crop,
+    Frame,
+    process_frame,
+    push_frame,
+    reset_stack,
+    validate_crop,
+)
+
+
+class UnknownGameError(ValueError):
+    """A game name that no ROM shipped with ale-py matches."""
+
+
+def display_name(rom_id: str) -> str:
+    """'space_invaders' -> 'SpaceInvaders', the spelling users know from 'ALE/SpaceInvaders-v5'."""
+    return "".join(part.capitalize() for part in rom_id.split("_"))
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def available_games() -> list[str]:
+    """Every game ale-py ships a ROM for, in display spelling ('Breakout', 'SpaceInvaders')."""
+    return sorted(display_name(rom_id) for rom_id in roms.get_all_rom_ids())
+
+
+def resolve_game(name: str) -> str:
+    """Map a user's game name to its ALE ROM id, case and separators ignored.
+
+    'Breakout', 'breakout', 'SpaceInvaders', 'space_invaders' and 'ALE/Pong-v5' all work. An
+    unknown name raises UnknownGameError naming the closest games.
+    """
+    match = re.fullmatch(r"(?:ALE/)?(.+?)(?:-v\d+)?", name.strip())
+    wanted = _key(match.group(1) if match else name)
+    by_key = {_key(rom_id): rom_id for rom_id in roms.get_all_rom_ids()}
+    if wanted in by_key:
+        return by_key[wanted]
+    close_keys = difflib.get_close_matches(wanted, list(by_key), n=3, cutoff=0.6)
+    close = ", ".join(display_name(by_key[k]) for k in close_keys)
+    hint = f"; did you mean {close}?" if close else f"; {len(by_key)} games are available"
+    raise UnknownGameError(f"unknown Atari game '{name}'{hint}")
+
+
+@dataclass(frozen=True)
+class AtariOptions:
+    """How one ALE game becomes phi(s). Defaults are the Nature DQN recipe."""
+
+    frame_skip: int = 4  # emulator frames per agent step (action repeat), rewards summed
+    frame_stack: int = 4  # phi frames stacked into one observation
+    screen_size: int = 84  # side of the square phi frame, pixels
+    crop: Crop | None = None  # margins cut from the raw 210x160 screen; None = whole screen
+    noop_max: int = 30  # up to this many random no-op emulator frames after each reset
+    fire_reset: bool = True  # press FIRE after reset in games that have it (Breakout needs it)
+    terminal_on_life_loss: bool = False  # a lost life ends the TD target (the game goes on)
+    clip_rewards: bool = False  # return sign(reward) as the reward; episode stats stay raw
+    sticky_action_prob: float = 0.0  # ALE repeat_action_probability (Machado et al.: 0.25)
+    max_episode_frames: int = 108_000  # emulator frames before the game is truncated
+    full_action_space: bool = False  # all 18 actions instead of the game's minimal set
+
+    def validate(self) -> None:
+        positive = {
+            "frame_skip": self.frame_skip,
+            "frame_stack": self.frame_stack,
+            "screen_size": self.screen_size,
+            "max_episode_frames": self.max_episode_frames,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.noop_max < 0:
+            raise ValueError(f"noop_max must be >= 0, got {self.noop_max}")
+        if not 0.0 <= self.sticky_action_prob <= 1.0:
+            raise ValueError(f"sticky_action_prob must be in [0, 1], got {self.sticky_action_prob}")
+        validate_crop(self.crop)
+
+
+class AtariPhiEnv(gym.Env[Frame, np.int64]):
+    """One ALE game with phi applied: observations are uint8 (frame_stack, size, size).
+
+    `info` on every step carries `lives`, `life_lost` and `td_terminal`: True when the TD target
+    must not bootstrap past this step (game over, or a lost life with terminal_on_life_loss).
+    When the game ends (terminated) or hits `max_episode_frames` (truncated), `info["episode"]`
+    holds the raw return `r`, the length `l` in agent steps and `frames` in emulator frames.
+    """
+
+    # 15 fps: the emulator's 60 Hz over an action repeat of 4.
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}  # noqa: RUF012 (gymnasium API)
+
+    def __init__(
+        self,
+        game: str,
+        options: AtariOptions | None = None,
+        seed: int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        self.options = options or AtariOptions()
+        self.options.validate()
+        self.game = resolve_game(game)
+        self.render_mode = render_mode
+        self._ale_env = AtariEnv(
+            game=self.game,
+            obs_type="rgb",
+            frameskip=1,
+            repeat_action_probability=self.options.sticky_action_prob,
+            full_action_space=self.options.full_action_space,
+            max_num_frames_per_episode=self.options.max_episode_frames,
+        )
+        self.ale = self._ale_env.ale
+        self._action_set = list(self._ale_env._action_set)
+        self._action_meanings = self._ale_env.get_action_meanings()
+        self._fire_action = (
+            self._action_set[self._action_meanings.index("FIRE")]
+            if self.options.fire_reset and "FIRE" in self._action_meanings
+            else None
+        )
+        self._noop_action = self._action_set[0]  # ALE puts NOOP first in every action set
+        size, stack = self.options.screen_size, self.options.frame_stack
+        self.observation_space = gym.spaces.Box(0, 255, (stack, size, size), np.uint8)
+        self.action_space = gym.spaces.Discrete(len(self._action_set))
+        self._pending_seed = seed
+        if seed is not None:
+            self.action_space.seed(seed)
+        rows, cols = ATARI_SCREEN_SHAPE
+        self._prev_rgb = np.zeros((rows, cols, 3), np.uint8)
+        self._last_rgb = np.zeros((rows, cols, 3), np.uint8)
+        self._stacked: Frame = np.zeros((stack, size, size), np.uint8)
+        self._lives = 0
+        self._episode_return = 0.0
+        self._episode_steps = 0
+
+    @property
+    def num_actions(self) -> int:
+        return len(self._action_set)
+
+    @property
+    def display_name(self) -> str:
+        return display_name(self.game)
+
+    @property
+    def action_meanings(self) -> list[str]:
+        return list(self._action_meanings)
+
+    def _phi_frame(self) -> Frame:
+        return process_frame(
+            self._prev_rgb, self._last_rgb, self.options.crop, self.options.screen_size
+        )
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Frame, dict[str, Any]]:
+        if seed is None and self._pending_seed is not None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        super().reset(seed=seed)
+        # AtariEnv.reset re-seeds the emulator only when given a seed; later resets continue
+        # the emulator's random stream, so a seeded run is reproducible episode after episode.
+        self._ale_env.reset(seed=None if seed is None else int(self.np_random.integers(2**31)))
+        self._episode_return = 0.0
+        self._episode_steps = 0
+        # Nature: up to 30 no-op frames so that episodes do not all start from one state.
+        if self.options.noop_max > 0:
+            for _ in range(int(self.np_random.integers(1, self.options.noop_max + 1))):
+                self._episode_return += self.ale.act(self._noop_action)
+                if self.ale.game_over():
+                    self.ale.reset_game()
+                    self._episode_return = 0.0
+        if self._fire_action is not None:
+            for _ in range(self.options.frame_skip):
+                self._episode_return += self.ale.act(self._fire_action)
+        self.ale.getScreenRGB(self._last_rgb)
+        np.copyto(self._prev_rgb, self._last_rgb)
+        self._lives = self.ale.lives()
+        self._stacked = reset_stack(self._phi_frame(), self.options.frame_stack)
+        return self._stacked, {"lives": self._lives}
+
+    def step(self, action: Any) -> tuple[Frame, SupportsFloat, bool, bool, dict[str, Any]]:
+        ale_action = self._action_set[int(action)]
+        frame_skip = self.options.frame_skip
+        reward = 0.0
+        frames = 0
+        for i in range(frame_skip):
+            reward += self.ale.act(ale_action)
+            frames += 1
+            if i == frame_skip - 2:
+                self.ale.getScreenRGB(self._prev_rgb)
+            if self.ale.game_over(with_truncation=True):
+                break
+        self.ale.getScreenRGB(self._last_rgb)
+        if frame_skip < 2 or frames < frame_skip - 1:
+            # No second-to-last frame of this repeat was seen: the max is over one frame.
+            np.copyto(self._prev_rgb, self._last_rgb)
+        self._stacked = push_frame(self._stacked, self._phi_frame())
+
+        terminated = bool(self.ale.game_over(with_truncation=False))
+        truncated = bool(self.ale.game_truncated()) and not terminated
+        lives = self.ale.lives()
+        life_lost = lives < self._lives
+        self._lives = lives
+        self._episode_return += reward
+        self._episode_steps += 1
+        info: dict[str, Any] = {
+            "lives": lives,
+            "life_lost": life_lost,
+            "td_terminal": terminated or (life_lost and self.options.terminal_on_life_loss),
+        }
+        if terminated or truncated:
+            info["episode"] = {
+                "r": self._episode_return,
+                "l": self._episode_steps,
+                "frames": int(self.ale.getEpisodeFrameNumber()),
+            }
+        out_reward = float(np.sign(reward)) if self.options.clip_rewards else reward
+        return self._stacked, out_reward, terminated, truncated, info
+
+    def render(self) -> Frame | None:
+        """The last raw RGB screen (210x160x3), for videos."""
+        if self.render_mode == "rgb_array":
+            return self._last_rgb.copy()
+        return None
+
+    def close(self) -> None:
+        self._ale_env.close()
+
+
+def make_atari_env(
+    game: str,
+    seed: int | None = None,
+    *,
+    render_mode: str | None = None,
+    **options: Any,
+) -> AtariPhiEnv:
+    """An ALE game by name with phi(s) observations; keyword options are `AtariOptions` fields.
+
+    `crop` may be a `Crop`, a 4-sequence (top, bottom, left, right) or None.
+    """
+    crop = options.get("crop")
+    if crop is not None and not isinstance(crop, Crop):
+        if len(crop) != 4:
+            raise ValueError(f"crop takes 4 margins (top, bottom, left, right), got {crop}")
+        options["crop"] = Crop(*(int(v) for v in crop))
+    unknown = set(options) - set(AtariOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown Atari option(s): {', '.join(sorted(unknown))}")
+    return AtariPhiEnv(game, AtariOptions(**options), seed=seed, render_mode=render_mode)
