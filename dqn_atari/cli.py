@@ -324,6 +324,13 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
     state = TrainState(learn_from_step=conf.learning_starts)
     if resumed is not None:
         state = TrainState(**resumed["state"])
+        if state.step >= conf.total_steps:
+            print(
+                f"{run_dir} already reached total_steps={conf.total_steps:,}; nothing to do "
+                "(pass a larger total_steps with resume= to train longer)",
+                file=sys.stderr,
+            )
+            return 0
     # A resumed run opens a fresh game: its emulator seed moves with the step reached.
     env = AtariPhiEnv(conf.env.game, options, seed=conf.seed + state.step)
     num_actions = env.num_actions

@@ -188,7 +188,7 @@ def train(
         if step % s.target_update_interval == 0:
             learner.sync_target()
         if step % s.log_interval == 0:
-            metrics.speed(step)
+            metrics.speed(step, eps)
             if updates_since_log:
                 loss, q_mean = (
                     (loss_sum / updates_since_log).item(),
@@ -199,7 +199,7 @@ def train(
                         f"training diverged by agent step {step:,}: loss {loss}, mean Q {q_mean}; "
                         "the last checkpoint was written before this and is kept"
                     )
-                metrics.learner(step, loss, q_mean, eps)
+                metrics.learner(step, loss, q_mean)
                 loss_sum.zero_()
                 q_sum.zero_()
                 updates_since_log = 0

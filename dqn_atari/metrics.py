@@ -38,8 +38,11 @@ class Metrics:
         label: str = "",
         stream: TextIO | None = None,
     ) -> None:
-        # purge_step hides events a crashed run wrote after its last checkpoint.
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_step or None)
+        # On resume, purge_step hides what a crashed run logged after its last checkpoint (the
+        # checkpoint at step S is written after step S's scalars, so those are kept).
+        self.writer = SummaryWriter(
+            log_dir=str(log_dir), purge_step=start_step + 1 if start_step else None
+        )
         self.total_steps = total_steps
         self.progress_interval_s = progress_interval_s
         self.label = label
@@ -56,13 +59,13 @@ class Metrics:
         self.writer.add_scalar("train/episode_return", episode_return, step)
         self.writer.add_scalar("train/episode_length", episode_length, step)
 
-    def learner(self, step: int, loss: float, q_mean: float, epsilon: float) -> None:
+    def learner(self, step: int, loss: float, q_mean: float) -> None:
         self.writer.add_scalar("train/loss", loss, step)
         self.writer.add_scalar("train/q_mean", q_mean, step)
-        self.writer.add_scalar("train/epsilon", epsilon, step)
 
-    def speed(self, step: int) -> float:
-        """Agent steps per second since the last call; logged as perf/sps."""
+    def speed(self, step: int, epsilon: float) -> float:
+        """Logs perf/sps (agent steps per second since the last call) and train/epsilon."""
+        self.writer.add_scalar("train/epsilon", epsilon, step)
         now = time.monotonic()
         then, then_step = self._window_start
         if now > then and step > then_step:

@@ -197,7 +197,11 @@ class ReplayMemory:
                 self._end_key = keys.to(self.device)
                 self._end_key_of = (ends[0], len(ends))
             rank = rank + torch.searchsorted(self._end_key, rank + first, right=True)
-        slot = (rank + first) % self.capacity
+        return self.gather((rank + first) % self.capacity)
+
+    def gather(self, slot: torch.Tensor) -> Batch:
+        """The transitions that start at ring slots `slot` (int64, on the device)."""
+        batch_size = slot.shape[0]
         terminal = self.terminals[slot]
         # A terminal transition's obs_t is masked; reading its own stack keeps the gather in range.
         next_slot = torch.where(terminal, slot, (slot + 1) % self.capacity)
