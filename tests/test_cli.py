@@ -1,0 +1,269 @@
+"""End-to-end: the installed dqn-train and dqn-eval commands on the real ALE, tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = shutil.which("dqn-train")
+EVAL = shutil.which("dqn-eval")
+if TRAIN is None or EVAL is None:  # pragma: no cover - the README install provides them
+    pytest.fail("dqn-train/dqn-eval are not installed: pip install -e '.[dev]'", pytrace=False)
+
+TAGS = {
+    "train/episode_return",
+    "train/episode_length",
+    "train/loss",
+    "train/q_mean",
+    "train/epsilon",
+    "perf/sps",
+    "eval/return_mean",
+}
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def scalars(run_dir: Path) -> dict[str, list[int]]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The issue's run: Pong, 2000 agent steps, learning from 500, replay of 5000, on the CPU."""
+    work = tmp_path_factory.mktemp("train")
+    run_dir = work / "run"
+    result = run(
+        [
+            TRAIN,
+            "env=Pong",
+            "total_steps=2000",
+            "learning_starts=500",
+            "buffer_size=5000",
+            "device=cpu",
+            "checkpoint_interval=1000",
+            "log_interval=250",
+            "eval_interval=1000",
+            "eval_episodes=1",
+            "eval_max_episode_frames=800",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_train_writes_config_checkpoints_and_tensorboard_tags(trained_run: Path) -> None:
+    assert (trained_run / "config.yaml").read_text().count("game: Pong") == 1
+    ckpts = trained_run / "checkpoints"
+    assert {p.name for p in ckpts.glob("*.pt")} == {
+        "latest.pt",
+        "step_000001000.pt",
+        "step_000002000.pt",
+    }
+    state = torch.load(ckpts / "latest.pt", weights_only=True)
+    assert state["game"] == "pong"
+    assert state["state"]["step"] == 2000
+    # One update every 4 agent steps after learning_starts: (2000 - 500) / 4.
+    assert state["state"]["updates"] == 375
+    assert state["num_actions"] == 6
+    assert torch.load(ckpts / "step_000001000.pt", weights_only=True)["state"]["step"] == 1000
+    assert not list(ckpts.glob("*.tmp")), "a temporary checkpoint file was left behind"
+
+    logged = scalars(trained_run)
+    assert set(logged) >= TAGS, TAGS - set(logged)
+    assert logged["train/loss"] == [750, 1000, 1250, 1500, 1750, 2000]
+    assert logged["eval/return_mean"] == [1000, 2000]
+    assert len(logged["train/episode_return"]) >= 1  # random Pong games last ~800 agent steps
+
+
+def test_resume_continues_the_run_in_place(trained_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    done = run([TRAIN, f"resume={run_dir}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nothing to do" in done.stderr
+
+    result = run([TRAIN, f"resume={run_dir}", "total_steps=2600", "log_interval=100"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replay memory starts empty" in result.stderr
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["game"] == "pong"  # the saved overrides (env=Pong) were kept
+    assert state["state"]["step"] == 2600
+    # Refill of learning_starts=500 agent steps from 2000, then one update per 4 steps.
+    assert state["state"]["updates"] == 375 + (2600 - 2500) // 4
+    logged = scalars(run_dir)
+    # One TensorBoard history: the first run's scalars, then the resumed run's, no gap or overlap.
+    assert logged["train/epsilon"] == [250 * k for k in range(1, 9)] + [
+        2100 + 100 * k for k in range(6)
+    ]
+    assert logged["train/loss"][-1] == 2600
+
+
+def test_new_run_refuses_a_directory_that_holds_one(trained_run: Path, tmp_path: Path) -> None:
+    result = run([TRAIN, "env=Pong", f"hydra.run.dir={trained_run}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr and "resume=" in result.stderr
+
+
+def test_eval_prints_json_last_and_writes_a_video(trained_run: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(trained_run / "checkpoints" / "latest.pt", ckpt)
+    result = run(
+        [EVAL, f"checkpoint={ckpt}", "episodes=2", "max_episode_frames=800", "video=true"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 2 and len(summary["returns"]) == 2
+    assert summary["return_mean"] == pytest.approx(sum(summary["returns"]) / 2)
+    assert all(-21 <= r <= 21 for r in summary["returns"])
+    # 800 emulator frames at most per game: 200 agent steps minus the no-op/reset frames.
+    assert 0 < summary["steps"] <= 2 * 200
+    video = cv2.VideoCapture(str(tmp_path / "model_eval.mp4"))
+    frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert frames == summary["lengths"][0] + 1  # reset screen + one per agent step
+    assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 210)
+
+
+def test_eval_refuses_a_checkpoint_that_would_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (exec, (f"open({str(marker)!r}, 'w').write('x')",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "dqn-atari/1", "payload": Exploit()}, evil)
+    result = run([EVAL, f"checkpoint={evil}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "refused" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+def _truncated(tmp_path: Path, trained_run: Path) -> Path:
+    data = (trained_run / "checkpoints" / "latest.pt").read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["env=Breakot"], "did you mean Breakout"),
+        (["not_a_key=1"], "unknown config key 'not_a_key'"),
+        (["batch_size=abc"], "batch_size=abc"),
+        (["buffer_size=-5"], "buffer_size must be"),
+        (["batch_size=64", "buffer_size=32"], "must not exceed buffer_size"),
+        (["learning_starts=100", "total_steps=10"], "must not exceed total_steps"),
+        (["device=tpu"], "device must be"),
+        (["algo=sarsa"], "algo/sarsa"),
+        (["resume=/nonexistent/run"], "no such run directory"),
+    ],
+)
+def test_bad_training_input_is_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = run([TRAIN, *args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("dqn-train: error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_cuda_without_cuda_is_an_error(tmp_path: Path) -> None:
+    result = run([TRAIN, "device=cuda", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2 and "CUDA is not available" in result.stderr
+
+
+def test_bad_eval_input_is_one_line_and_exit_2(trained_run: Path, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    cases = {
+        "checkpoint=" + str(tmp_path / "missing.pt"): "checkpoint not found",
+        "checkpoint=" + str(garbage): "not a PyTorch checkpoint",
+        "checkpoint=" + str(_truncated(tmp_path, trained_run)): "truncated or corrupt",
+    }
+    for arg, message in cases.items():
+        result = run([EVAL, arg], cwd=tmp_path)
+        assert result.returncode == 2, arg
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    missing = run([EVAL], cwd=tmp_path)
+    assert missing.returncode == 2 and "checkpoint is required" in missing.stderr
+
+
+def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            TRAIN,
+            "env=Pong",
+            "total_steps=1000000",
+            "learning_starts=100",
+            "buffer_size=2000",
+            "progress_interval_s=0",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the loop runs
+        if "steps |" in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGINT
+    assert f"resume={run_dir}" in rest and "Traceback" not in rest
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert 0 < state["state"]["step"] < 1_000_000
+
+
+def test_installed_wheel_finds_its_configs(tmp_path: Path) -> None:
+    """A wheel (not an editable checkout) carries configs/ and runs from any directory."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("dqn_atari-*.whl")
+    assert "dqn_atari/configs/env/Breakout.yaml" in zipfile.ZipFile(wheel).namelist()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    bin_dir = venv / "bin"
+    subprocess.run(
+        [bin_dir / "pip", "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    where = run(
+        [bin_dir / "python", "-c", "import dqn_atari.cli as c; print(c.CONFIG_DIR)"], tmp_path
+    )
+    assert where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr
+    shown = run([bin_dir / "dqn-train", "--cfg", "job", "env=Seaquest"], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "game: Seaquest" in shown.stdout and "batch_size: 32" in shown.stdout
