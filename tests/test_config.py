@@ -1,0 +1,412 @@
+"""Every config group composed with Hydra, checked against the Nature table, then validated; each
+validation error names its key; command-line routing and prechecks; every value has a comment."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from dqn_atari.cli import CONFIG_DIR, UsageError, precheck, register_schemas, route_game
+from dqn_atari.config import (
+    ConfigError,
+    EvalConfig,
+    TrainConfig,
+    atari_options,
+    resolve_device,
+    validate_eval,
+    validate_train,
+)
+from dqn_atari.envs import UnknownGameError, display_name, resolve_game
+from dqn_atari.preprocessing import Crop
+
+ENV_PRESETS = sorted(p.stem for p in (CONFIG_DIR / "env").glob("*.yaml") if p.stem != "atari")
+ALGOS = sorted(p.stem for p in (CONFIG_DIR / "algo").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_hydra() -> Iterator[None]:
+    register_schemas()
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra.compose(config_name=config_name, overrides=overrides)
+
+
+def train_config(*overrides: str) -> TrainConfig:
+    conf = OmegaConf.to_object(compose("config", list(overrides)))
+    assert isinstance(conf, TrainConfig)
+    return conf
+
+
+def eval_config(*overrides: str) -> EvalConfig:
+    conf = OmegaConf.to_object(compose("eval", ["checkpoint=x", *overrides]))
+    assert isinstance(conf, EvalConfig)
+    return conf
+
+
+# ---------------------------------------------------------------- composition
+
+
+def test_presets_and_algos_exist() -> None:
+    assert {"Breakout", "Pong"} <= set(ENV_PRESETS)
+    assert {"dqn", "double_dqn"} <= set(ALGOS)
+
+
+def test_default_config_is_the_nature_recipe() -> None:
+    """Values from the Nature DQN table (Mnih et al., 2015, as quoted in RECIPE.md)."""
+    conf = train_config()
+    assert conf.env.game == "Breakout"  # the default env
+    assert conf.batch_size == 32
+    assert conf.buffer_size == 1_000_000
+    assert conf.learning_starts == 50_000
+    assert conf.total_steps == 12_500_000  # 50M frames / frame skip 4
+    algo = conf.algo
+    assert algo.name == "dqn"
+    assert algo.double is False
+    assert algo.gamma == 0.99
+    assert algo.train_every == 4
+    assert algo.target_update_interval == 10_000
+    assert algo.optimizer == "rmsprop"
+    assert algo.lr == 2.5e-4
+    assert algo.rmsprop_alpha == 0.95
+    assert algo.rmsprop_eps == 0.01
+    assert algo.huber_delta == 1.0
+    assert algo.max_grad_norm is None
+    assert (algo.epsilon_start, algo.epsilon_end) == (1.0, 0.1)
+    assert algo.epsilon_decay_steps == 1_000_000
+    assert algo.eval_epsilon == 0.05
+    env = conf.env
+    assert env.frame_skip == 4
+    assert env.frame_stack == 4
+    assert env.screen_size == 84
+    assert env.noop_max == 30
+    assert env.crop is None
+    # Training-only tricks of the Nature recipe; Nature used no sticky actions, minimal sets.
+    assert env.terminal_on_life_loss is True
+    assert env.clip_rewards is True
+    assert env.fire_reset is True
+    assert env.sticky_action_prob == 0.0
+    assert env.full_action_space is False
+    assert conf.eval_max_episode_frames == 18_000  # 5 minutes at 60 Hz
+    validate_train(conf)
+
+
+@pytest.mark.parametrize("preset", ENV_PRESETS)
+def test_every_env_preset_composes_and_validates(preset: str) -> None:
+    conf = train_config(f"env={preset}")
+    # route_game finds a preset by the game's display name, so the two must agree.
+    assert conf.env.game == preset
+    assert display_name(resolve_game(conf.env.game)) == preset
+    assert (conf.env.frame_skip, conf.env.frame_stack, conf.env.noop_max) == (4, 4, 30)
+    validate_train(conf)
+
+
+def test_generic_env_takes_any_game() -> None:
+    conf = train_config("env=atari", "env.game=Seaquest")
+    assert conf.env.game == "Seaquest"
+    assert conf.env.frame_skip == 4
+    validate_train(conf)
+
+
+def test_generic_env_needs_a_game() -> None:
+    with pytest.raises(MissingMandatoryValue, match="game"):
+        OmegaConf.to_object(compose("config", ["env=atari"]))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_every_algo_composes_and_validates(algo: str) -> None:
+    conf = train_config(f"algo={algo}")
+    assert conf.algo.name == algo
+    assert conf.algo.double is (algo == "double_dqn")
+    # Double DQN changes only the bootstrap: the rest of the recipe is the Nature one.
+    assert conf.algo.gamma == 0.99
+    assert conf.algo.lr == 2.5e-4
+    assert conf.algo.target_update_interval == 10_000
+    validate_train(conf)
+
+
+def test_routed_game_composes() -> None:
+    conf = train_config(*route_game(["env=space_invaders", "algo=double_dqn"]))
+    assert conf.env.game == "SpaceInvaders"
+    assert conf.algo.double is True
+    validate_train(conf)
+
+
+def test_crop_override_becomes_a_crop() -> None:
+    conf = train_config("env.crop=[34,16,0,0]")
+    assert conf.env.crop == [34, 16, 0, 0]
+    validate_train(conf)
+    assert atari_options(conf.env).crop == Crop(34, 16, 0, 0)
+
+
+def test_atari_options_carry_every_env_value() -> None:
+    conf = train_config("env=Pong", "env.frame_skip=3", "env.noop_max=7", "env.clip_rewards=false")
+    options = atari_options(conf.env)
+    assert options.frame_skip == 3
+    assert options.noop_max == 7
+    assert options.clip_rewards is False
+    assert options.terminal_on_life_loss is True
+    assert options.max_episode_frames == 108_000
+    assert options.crop is None
+
+
+def test_eval_config_is_the_nature_protocol() -> None:
+    conf = eval_config()
+    assert conf.checkpoint == "x"
+    assert conf.episodes == 30
+    assert conf.epsilon == 0.05
+    assert conf.max_episode_frames == 18_000
+    assert conf.noop_max == 30
+    validate_eval(conf)
+
+
+def test_eval_config_needs_a_checkpoint() -> None:
+    with pytest.raises(MissingMandatoryValue, match="checkpoint"):
+        OmegaConf.to_object(compose("eval", []))
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["total_steps=0"], "total_steps"),
+        (["buffer_size=-1"], "buffer_size"),
+        (["buffer_size=5", "batch_size=1"], "buffer_size"),  # < frame_stack + 2
+        (["batch_size=0"], "batch_size"),
+        (["batch_size=64", "buffer_size=32"], "batch_size"),
+        (["learning_starts=-1"], "learning_starts"),
+        (["learning_starts=2000", "total_steps=1000"], "learning_starts"),
+        (["checkpoint_interval=0"], "checkpoint_interval"),
+        (["keep_checkpoints=-1"], "keep_checkpoints"),
+        (["eval_interval=-5"], "eval_interval"),
+        (["eval_episodes=0"], "eval_episodes"),
+        (["log_interval=0"], "log_interval"),
+        (["progress_interval_s=-1"], "progress_interval_s"),
+        (["device=tpu"], "device"),
+        (["device=cuda0"], "device"),
+        (["algo.gamma=1.5"], "algo.gamma"),
+        (["algo.gamma=-0.1"], "algo.gamma"),
+        (["algo.epsilon_end=1.1"], "algo.epsilon_end"),
+        (["algo.eval_epsilon=-0.5"], "algo.eval_epsilon"),
+        (["algo.epsilon_decay_steps=-1"], "algo.epsilon_decay_steps"),
+        (["algo.lr=0"], "algo.lr"),
+        (["algo.optimizer=sgd"], "algo.optimizer"),
+        (["algo.max_grad_norm=0"], "algo.max_grad_norm"),
+        (["algo.train_every=0"], "algo.train_every"),
+        (["algo.target_update_interval=0"], "algo.target_update_interval"),
+        (["env.crop=[1,2,3]"], "env.crop"),
+        (["env.crop=[-1,0,0,0]"], "env.crop"),
+        (["env.crop=[0,0,100,60]"], "env.crop"),
+        (["env.frame_skip=0"], "env.frame_skip"),
+        (["env.frame_stack=0"], "env.frame_stack"),
+        (["env.noop_max=-1"], "env.noop_max"),
+        (["env.sticky_action_prob=1.5"], "env.sticky_action_prob"),
+        (["env.max_episode_frames=0"], "env.max_episode_frames"),
+    ],
+)
+def test_validate_train_names_the_bad_key(overrides: list[str], key: str) -> None:
+    conf = train_config(*overrides)
+    with pytest.raises(ConfigError, match=rf"(^|\W){re.escape(key)}\W"):
+        validate_train(conf)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["batch_size=32", "buffer_size=32"],  # equal is fine
+        ["learning_starts=999", "total_steps=1000"],  # one update, at agent step 1000
+        ["learning_starts=0"],
+        ["algo.gamma=1.0"],
+        ["algo.gamma=0.0"],
+        ["buffer_size=6", "batch_size=6"],  # frame_stack + 2
+        ["keep_checkpoints=0", "eval_interval=0", "progress_interval_s=0"],
+        ["algo.optimizer=adam", "algo.max_grad_norm=10"],
+        ["device=cpu"],
+        ["env.crop=[104,105,79,80]"],  # leaves one pixel
+    ],
+)
+def test_validate_train_accepts_boundary_values(overrides: list[str]) -> None:
+    validate_train(train_config(*overrides))
+
+
+# The loop updates only when step > learning_starts and step % train_every == 0, for step in
+# 1..total_steps: these runs would never make one update.
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["learning_starts=1000", "total_steps=1000"],
+        ["learning_starts=1000", "total_steps=1003"],  # no multiple of train_every=4 after 1000
+    ],
+)
+def test_validate_train_rejects_a_run_that_never_learns(overrides: list[str]) -> None:
+    with pytest.raises(ConfigError, match="learning_starts"):
+        validate_train(train_config(*overrides))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_without_cuda_is_an_error(device: str) -> None:
+    with pytest.raises(ConfigError, match=rf"device={device}\b.*CUDA is not available"):
+        validate_train(train_config(f"device={device}"))
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device(device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto means cuda when CUDA exists")
+def test_auto_device_is_cpu_without_cuda() -> None:
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_device_is_cuda_with_cuda() -> None:
+    assert resolve_device("auto").type == "cuda"
+    count = torch.cuda.device_count()
+    with pytest.raises(ConfigError, match=f"only {count} CUDA"):
+        resolve_device(f"cuda:{count}")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["episodes=0"], "episodes"),
+        (["max_episode_frames=0"], "max_episode_frames"),
+        (["noop_max=-1"], "noop_max"),
+        (["epsilon=1.5"], "epsilon"),
+        (["epsilon=-0.1"], "epsilon"),
+        (["device=tpu"], "device"),
+    ],
+)
+def test_validate_eval_names_the_bad_key(overrides: list[str], key: str) -> None:
+    conf = eval_config(*overrides)
+    with pytest.raises(ConfigError, match=rf"(^|\W){re.escape(key)}\W"):
+        validate_eval(conf)
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(
+    ("args", "routed"),
+    [
+        (["env=Seaquest"], ["env=atari", "env.game=Seaquest"]),
+        (["env=space_invaders"], ["env=atari", "env.game=SpaceInvaders"]),
+        (["env=breakout"], ["env=Breakout"]),
+        (["env=ALE/Pong-v5", "seed=3"], ["env=Pong", "seed=3"]),
+        (["env=Pong", "batch_size=64"], ["env=Pong", "batch_size=64"]),
+        (["env=atari", "env.game=Seaquest"], ["env=atari", "env.game=Seaquest"]),
+        (["seed=1"], ["seed=1"]),
+    ],
+)
+def test_route_game(args: list[str], routed: list[str]) -> None:
+    assert route_game(args) == routed
+
+
+def test_route_game_unknown_names_the_close_match() -> None:
+    with pytest.raises(UnknownGameError, match="Breakout"):
+        route_game(["env=Breakot"])
+
+
+def test_precheck_accepts_a_good_command_line() -> None:
+    precheck("config", ["env=Pong", "batch_size=64", "algo=double_dqn"])
+    precheck("eval", ["checkpoint=x", "episodes=3"])
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        (["foo=1"], "'foo'"),
+        (["algo.foo=1"], "'algo.foo'"),
+        (["batch_size=abc"], "batch_size"),
+        (["env=Nope"], "env/Nope"),
+    ],
+)
+def test_precheck_rejects_a_bad_command_line(args: list[str], mentions: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(mentions)):
+        precheck("config", args)
+
+
+# Hydra's '+' adds a key that no schema field reads: a mistyped '+batchsize=64' must not be
+# silently ignored.
+def test_precheck_rejects_an_added_unknown_key() -> None:
+    with pytest.raises(UsageError, match="foo"):
+        precheck("config", ["+foo=1"])
+
+
+def test_precheck_lists_presets_for_a_missing_env_file() -> None:
+    with pytest.raises(UsageError) as err:
+        precheck("config", ["env=Nope"])
+    message = str(err.value)
+    for preset in ENV_PRESETS:
+        assert preset in message
+    assert "atari" not in message.split("options:")[1]
+
+
+# ---------------------------------------------------------------- config comments
+
+
+def uncommented_values(text: str) -> list[str]:
+    """`key: value` lines without a `# ...` comment, outside the `defaults:` and `hydra:` blocks."""
+    bad = []
+    skip_block = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not line[0].isspace():
+            skip_block = stripped.split(":", 1)[0] in ("defaults", "hydra")
+        if skip_block:
+            continue
+        match = re.fullmatch(r"\s*[\w.]+:\s*(\S.*)", line)
+        if match is None:  # a mapping header (`key:`) or a list item
+            continue
+        if not re.search(r"\s#", match.group(1)):
+            bad.append(f"{number}: {stripped}")
+    return bad
+
+
+def test_comment_checker_finds_an_uncommented_value() -> None:
+    text = (
+        "# header\n"
+        "defaults:\n"
+        "  - train_schema\n"
+        "  - _self_\n"
+        "a: 1   # agent steps\n"
+        "b: 2\n"
+        "c:\n"
+        "  d: x\n"
+        "  e: y  # why\n"
+        "hydra:\n"
+        "  run:\n"
+        "    dir: runs\n"
+        "f: '#not a comment'\n"
+    )
+    assert uncommented_values(text) == ["6: b: 2", "8: d: x", "13: f: '#not a comment'"]
+
+
+CONFIG_FILES = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_config_value_has_a_comment(name: str) -> None:
+    assert uncommented_values((CONFIG_DIR / name).read_text()) == []
+
+
+def test_config_files_are_all_checked() -> None:
+    assert len(CONFIG_FILES) >= 7
+    assert Path(CONFIG_DIR / "config.yaml").is_file()
