@@ -155,6 +155,11 @@ def precheck(config_name: str, args: list[str]) -> None:
     """Compose once before Hydra runs, so that a bad override is one line, not a report."""
     if any(a.startswith("-") for a in args):  # --help, --cfg, -m: Hydra's own business
         return
+    for arg in args:
+        key = _key_of(arg)
+        # '+key=...' adds a key no schema field reads: a typo would be silently ignored.
+        if arg.startswith("+") and not key.startswith("hydra."):
+            raise UsageError(f"unknown config key '{key}' (README lists the keys)")
     GlobalHydra.instance().clear()
     try:
         with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

@@ -195,6 +195,14 @@ def validate_train(cfg: TrainConfig) -> None:
             f"learning_starts ({cfg.learning_starts}) must not exceed total_steps "
             f"({cfg.total_steps}): the run would never learn"
         )
+    # The loop updates at agent steps that are multiples of train_every after learning_starts.
+    last_update_step = cfg.total_steps - cfg.total_steps % cfg.algo.train_every
+    if last_update_step <= cfg.learning_starts:
+        raise ConfigError(
+            f"no update fits between learning_starts ({cfg.learning_starts}) and total_steps "
+            f"({cfg.total_steps}) at one every {cfg.algo.train_every} agent steps: "
+            "the run would never learn"
+        )
     algo = cfg.algo
     _probability(
         {
