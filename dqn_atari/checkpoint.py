@@ -13,6 +13,7 @@ import contextlib
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -20,13 +21,19 @@ from typing import Any
 
 import torch
 
+from dqn_atari.replay import ReplayMemory
+
 FORMAT = "dqn-atari/1"
 LATEST = "latest.pt"
 _PERIODIC = re.compile(r"step_(\d+)\.pt")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written, found or read."""
+    """A checkpoint that cannot be found or read."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that cannot be written (unwritable directory, full disk)."""
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -95,17 +102,70 @@ class CheckpointManager:
     def latest(self) -> Path:
         return self.directory / LATEST
 
-    def save(self, state: dict[str, Any], step: int, periodic: bool) -> Path:
-        """Replace latest.pt; with `periodic`, also keep this state as step_<step>.pt."""
+    def save(
+        self,
+        state: dict[str, Any],
+        step: int,
+        periodic: bool,
+        replay: ReplayMemory | None = None,
+    ) -> Path:
+        """Replace latest.pt; with `periodic`, also keep this state as step_<step>.pt.
+
+        With `replay`, the memory is first written whole to `replay_<step>/` (through a
+        temporary directory and a rename) and latest.pt names it; the replay of the previous
+        latest.pt is removed only once the new latest.pt is in place.
+        """
         try:
+            if replay is not None:
+                state = {**state, "replay": self._save_replay(replay, step)}
             save_atomic(state, self.latest)
             if periodic:
                 self._keep_copy(step)
+            self._remove_stale(keep_replay=state.get("replay"))
         except OSError as err:
-            raise CheckpointError(
-                f"cannot write checkpoint in {self.directory}: {err.strerror or err}"
+            raise CheckpointWriteError(
+                f"cannot write checkpoint in {self.directory}: {err.strerror or err}; "
+                f"{self.latest} is unchanged"
             ) from None
         return self.latest
+
+    def _save_replay(self, replay: ReplayMemory, step: int) -> str:
+        name = f"replay_{step:09d}"
+        tmp = self.directory / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            replay.save(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        final = self.directory / name
+        if final.exists():  # the same step saved again (a stop right after a checkpoint)
+            old = self.directory / f".{name}.old.tmp"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        return name
+
+    def _remove_stale(self, keep_replay: str | None) -> None:
+        """Replays no checkpoint names any more, and temporary files a crash left behind."""
+        for path in self.directory.glob("replay_*"):
+            if path.name != keep_replay:
+                shutil.rmtree(path, ignore_errors=True)
+        for path in self.directory.glob(".*.tmp"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def replay_of(self, state: dict[str, Any]) -> Path | None:
+        """The replay directory a loaded latest.pt names, if it names one that exists."""
+        name = state.get("replay")
+        if not name:
+            return None
+        path = self.directory / str(name)
+        return path if path.is_dir() else None
 
     def _keep_copy(self, step: int) -> None:
         copy = self.directory / f"step_{step:09d}.pt"

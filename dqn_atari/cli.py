@@ -10,11 +10,13 @@ Bad input never shows a traceback: every error a user can cause is printed as on
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import re
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +43,7 @@ from dqn_atari.checkpoint import (
     LATEST,
     CheckpointError,
     CheckpointManager,
+    CheckpointWriteError,
     load_checkpoint,
 )
 from dqn_atari.config import (
@@ -61,7 +64,14 @@ from dqn_atari.envs import (
     resolve_game,
 )
 from dqn_atari.learner import Learner, LearnerSettings, make_optimizer
-from dqn_atari.loop import DivergenceError, LoopSettings, TrainState, evaluate, train
+from dqn_atari.loop import (
+    DivergenceError,
+    EvalResult,
+    LoopSettings,
+    TrainState,
+    evaluate,
+    train,
+)
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork
 from dqn_atari.preprocessing import Crop
@@ -79,23 +89,20 @@ def find_config_dir() -> Path:
 
 
 CONFIG_DIR = find_config_dir()
-USER_ERRORS = (
-    ConfigError,
-    UnknownGameError,
-    CheckpointError,
-    ReplayMemoryError,
-    DivergenceError,
-)
+# Exit codes: 2 for input that cannot work (nothing was run), 3 for a run that had to stop
+# (diverged, or its checkpoint could not be written); the last good checkpoint is kept in both.
+USER_ERRORS = (ConfigError, UnknownGameError, CheckpointError, ReplayMemoryError)
+RUN_ERRORS = (DivergenceError, CheckpointWriteError)
 
 
 class UsageError(ValueError):
     """A command line that cannot be run."""
 
 
-def _fail(prog: str, message: object) -> NoReturn:
+def _fail(prog: str, message: object, code: int = 2) -> NoReturn:
     text = " ".join(str(message).split())  # one line, whatever the message held
     print(f"{prog}: error: {text}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def _first_line(err: BaseException) -> str:
@@ -128,7 +135,9 @@ def route_game(args: list[str]) -> list[str]:
 
 
 def route_resume(args: list[str]) -> list[str]:
-    """`resume=DIR` replays DIR's saved overrides, then the new ones, into hydra.run.dir=DIR."""
+    """`resume=DIR` replays the overrides saved in DIR's latest checkpoint, then the new ones,
+    into hydra.run.dir=DIR. (Not Hydra's .hydra/overrides.yaml: Hydra rewrites it on every
+    launch, so a resume that failed its checks would change what the next one replays.)"""
     values = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
     if not values or values[-1] in ("", "null"):
         return args
@@ -139,8 +148,7 @@ def route_resume(args: list[str]) -> list[str]:
         raise UsageError(f"resume={values[-1]}: no checkpoint at {run_dir}/checkpoints/{LATEST}")
     if any(_key_of(a) == "hydra.run.dir" for a in args):
         raise UsageError("resume=DIR continues in DIR; do not also set hydra.run.dir")
-    saved_file = run_dir / ".hydra" / "overrides.yaml"
-    saved = [str(o) for o in OmegaConf.load(saved_file)] if saved_file.is_file() else []
+    saved = [str(o) for o in load_checkpoint(run_dir / "checkpoints" / LATEST).get("overrides", [])]
     merged: dict[str, str] = {}
     for override in [*saved, *args]:
         if _key_of(override) != "resume":
@@ -151,10 +159,30 @@ def route_resume(args: list[str]) -> list[str]:
     return [*merged.values(), f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
-def precheck(config_name: str, args: list[str]) -> None:
-    """Compose once before Hydra runs, so that a bad override is one line, not a report."""
+def check_writable(run_dir: Path) -> None:
+    """The run directory (or the nearest folder that exists above it) must take new files."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"cannot write the run directory {run_dir} ({existing}: {err.strerror or err}); "
+            "choose another with hydra.run.dir=DIR"
+        ) from None
+
+
+def precheck(config_name: str, args: list[str]) -> Path | None:
+    """Compose once before Hydra runs, so that a bad override is one line, not a report.
+
+    Returns the run directory the composed config names.
+    """
     if any(a.startswith("-") for a in args):  # --help, --cfg, -m: Hydra's own business
-        return
+        return None
     for arg in args:
         key = _key_of(arg)
         # '+key=...' adds a key no schema field reads: a typo would be silently ignored.
@@ -163,7 +191,8 @@ def precheck(config_name: str, args: list[str]) -> None:
     GlobalHydra.instance().clear()
     try:
         with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            hydra.compose(config_name=config_name, overrides=args)
+            cfg = hydra.compose(config_name=config_name, overrides=args, return_hydra_config=True)
+            return Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
     except MissingConfigException as err:
         options = ", ".join(o for o in (err.options or []) if o != "atari")
         raise UsageError(f"{_first_line(err)}; options: {options}") from None
@@ -187,8 +216,10 @@ def _entry(prog: str, config_name: str, task: Callable[[DictConfig], None], rout
     try:
         if route:
             args = route_resume(route_game(args))
-        precheck(config_name, args)
-    except (UsageError, UnknownGameError) as err:
+        run_dir = precheck(config_name, args)
+        if run_dir is not None:
+            check_writable(run_dir)
+    except (UsageError, UnknownGameError, CheckpointError) as err:
         _fail(prog, err)
     sys.argv = [sys.argv[0], *args]
     main = hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
@@ -216,6 +247,8 @@ def _train_task(cfg: DictConfig) -> None:
         code = run_train(cfg, run_dir)
     except MissingMandatoryValue as err:
         _fail("dqn-train", _missing(err))
+    except RUN_ERRORS as err:
+        _fail("dqn-train", err, code=3)
     except USER_ERRORS as err:
         _fail("dqn-train", err)
     if code:
@@ -262,24 +295,23 @@ def _seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _rng_state(rng: np.random.Generator, replay: ReplayMemory) -> dict[str, Any]:
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    """The host RNGs; the replay sampler's and the emulator's travel with their own state."""
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": rng.bit_generator.state,
         "python": random.getstate(),
-        "replay": replay._generator.get_state(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _restore_rng(state: dict[str, Any], rng: np.random.Generator, replay: ReplayMemory) -> None:
+def _restore_rng(state: dict[str, Any], rng: np.random.Generator) -> None:
     torch.set_rng_state(state["torch"].cpu())
     rng.bit_generator.state = state["numpy"]
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    replay._generator.set_state(state["replay"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
@@ -336,7 +368,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
                 file=sys.stderr,
             )
             return 0
-    # A resumed run opens a fresh game: its emulator seed moves with the step reached.
+    # A resumed run without its replay memory opens a fresh game, seeded by the step reached.
     env = AtariPhiEnv(conf.env.game, options, seed=conf.seed + state.step)
     num_actions = env.num_actions
     network = NatureQNetwork(num_actions, options.frame_stack, options.screen_size).to(device)
@@ -372,17 +404,30 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         progress_interval_s=conf.progress_interval_s,
         label=f"[{env.display_name}] ",
     )
+    start_obs: np.ndarray | None = None
     if resumed is not None:
         check_compatible(resumed, env.game, num_actions, f"checkpoint {checkpoints.latest}")
         learner.load_state_dict(resumed["learner"])
-        _restore_rng(resumed["rng"], rng, replay)
-        # This version does not save the replay memory: refill it before learning again.
-        state.learn_from_step = max(state.learn_from_step, state.step + conf.learning_starts)
-        metrics.message(
-            f"resumed {run_dir} at agent step {state.step:,}; the replay memory starts empty, "
-            f"so learning resumes after {conf.learning_starts:,} agent steps of refilling"
-        )
+        _restore_rng(resumed["rng"], rng)
+        saved_replay = checkpoints.replay_of(resumed)
+        if saved_replay is not None:
+            # The replay and the game it was filled from continue exactly where they stopped.
+            replay.load(saved_replay)
+            start_obs = env.load_state_dict(resumed["env"])
+            metrics.message(
+                f"resumed {run_dir} at agent step {state.step:,} with its replay memory "
+                f"({len(replay):,} transitions)"
+            )
+        else:
+            state.learn_from_step = max(state.learn_from_step, state.step + conf.learning_starts)
+            metrics.message(
+                f"resumed {run_dir} at agent step {state.step:,}; no replay memory was saved "
+                f"(save_replay=false), so it starts empty and learning resumes after "
+                f"{conf.learning_starts:,} agent steps of refilling"
+            )
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # The command line's overrides, replayed by `resume=`; the resume path itself is not one.
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
 
     def save(current: TrainState, periodic: bool) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in network.parameters()):
@@ -398,12 +443,15 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
                 "action_meanings": env.action_meanings,
                 "env_options": _options_dict(options),
                 "config": OmegaConf.to_container(cfg, resolve=True),
+                "overrides": overrides,
                 "state": current.as_dict(),
                 "learner": learner.state_dict(),
-                "rng": _rng_state(rng, replay),
+                "rng": _rng_state(rng),
+                "env": env.state_dict(),
             },
             current.step,
             periodic,
+            replay=replay if conf.save_replay else None,
         )
 
     eval_options = replace(
@@ -412,6 +460,23 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         clip_rewards=False,
         max_episode_frames=conf.eval_max_episode_frames,
     )
+
+    def evaluate_at(step: int) -> EvalResult:
+        # Own game and RNG per evaluation, both seeded by the step: evaluating never shifts the
+        # training streams, so a resumed run evaluates and trains as the uninterrupted one.
+        eval_env = AtariPhiEnv(conf.env.game, eval_options, seed=conf.seed + 1 + step)
+        try:
+            return evaluate(
+                network,
+                eval_env,
+                conf.eval_episodes,
+                algo.eval_epsilon,
+                np.random.default_rng([conf.seed, step]),
+                device,
+            )
+        finally:
+            eval_env.close()
+
     stop = StopFlag()
     stop.install()
     try:
@@ -442,8 +507,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
             rng=rng,
             device=device,
             save_checkpoint=save,
-            eval_env=lambda: AtariPhiEnv(conf.env.game, eval_options, seed=conf.seed + 1),
+            evaluate_at=evaluate_at,
             stop_requested=lambda: stop.signal_name,
+            start_obs=start_obs,
         )
     finally:
         stop.restore()

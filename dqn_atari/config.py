@@ -70,6 +70,7 @@ class TrainConfig:
     batch_size: int = MISSING  # transitions
     checkpoint_interval: int = MISSING  # agent steps
     keep_checkpoints: int = MISSING  # periodic checkpoint files kept; 0 = all
+    save_replay: bool = MISSING  # save the replay memory with latest.pt
     eval_interval: int = MISSING  # agent steps; 0 = off
     eval_episodes: int = MISSING  # games
     eval_max_episode_frames: int = MISSING  # emulator frames

@@ -17,7 +17,8 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
-from ale_py import roms
+import torch
+from ale_py import ALEState, roms
 from ale_py.env import AtariEnv
 
 from dqn_atari.preprocessing import (
@@ -236,6 +237,37 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
             }
         out_reward = float(np.sign(reward)) if self.options.clip_rewards else reward
         return self._stacked, out_reward, terminated, truncated, info
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this game exactly: the emulator (with its RNG), the
+        screens phi is built from, the frame stack and the episode counters. Plain data only."""
+        emulator = self.ale.cloneState(include_rng=True).__getstate__()
+        return {
+            "game": self.game,
+            "emulator": torch.frombuffer(bytearray(emulator), dtype=torch.uint8),
+            "prev_rgb": torch.from_numpy(self._prev_rgb.copy()),
+            "last_rgb": torch.from_numpy(self._last_rgb.copy()),
+            "stacked": torch.from_numpy(self._stacked.copy()),
+            "lives": self._lives,
+            "episode_return": self._episode_return,
+            "episode_steps": self._episode_steps,
+            "np_random": self.np_random.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> Frame:
+        """Continue the game saved by `state_dict`; returns the current observation."""
+        if state["game"] != self.game:
+            raise ValueError(f"environment state of {state['game']}, not {self.game}")
+        self.ale.restoreState(ALEState(bytes(state["emulator"].numpy().tobytes())))
+        np.copyto(self._prev_rgb, state["prev_rgb"].numpy())
+        np.copyto(self._last_rgb, state["last_rgb"].numpy())
+        self._stacked = state["stacked"].numpy().copy()
+        self._lives = int(state["lives"])
+        self._episode_return = float(state["episode_return"])
+        self._episode_steps = int(state["episode_steps"])
+        self.np_random.bit_generator.state = state["np_random"]
+        self._pending_seed = None
+        return self._stacked
 
     def render(self) -> Frame | None:
         """The last raw RGB screen (210x160x3), for videos."""

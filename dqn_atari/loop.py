@@ -144,24 +144,31 @@ def train(
     rng: np.random.Generator,
     device: torch.device,
     save_checkpoint: Callable[[TrainState, bool], None],
-    eval_env: Callable[[], AtariPhiEnv] | None = None,
+    evaluate_at: Callable[[int], EvalResult] | None = None,
     stop_requested: Callable[[], str | None] = lambda: None,
+    start_obs: np.ndarray | None = None,
 ) -> TrainState:
     """Run from `state.step` to `settings.total_steps`; returns the final state.
 
     `save_checkpoint(state, periodic)` is called every `checkpoint_interval` agent steps and at
-    the end. `stop_requested()` returning a signal name ends the run early, with a checkpoint.
+    the end. `evaluate_at(step)` runs every `eval_interval` agent steps; it must not draw from
+    `rng`, so that evaluating never changes the course of training. `stop_requested()`
+    returning a signal name ends the run early, with a checkpoint. `start_obs` continues a game
+    whose environment and replay memory were restored; without it the loop starts a new game.
     """
     s = settings
     num_actions = env.num_actions
     online = learner.online
-    obs, _ = env.reset()
-    replay.start_episode(obs[-1])
+    if start_obs is None:
+        obs, _ = env.reset()
+        replay.start_episode(obs[-1])
+    else:
+        obs = start_obs
+    saved_at = -1
     # Losses and Q-values stay on the device between logs, so updates never wait for the host.
     loss_sum = torch.zeros((), device=device)
     q_sum = torch.zeros((), device=device)
     updates_since_log = 0
-    evaluation_env: AtariPhiEnv | None = None
 
     while state.step < s.total_steps:
         eps = epsilon(state.step)
@@ -203,19 +210,17 @@ def train(
                 loss_sum.zero_()
                 q_sum.zero_()
                 updates_since_log = 0
-        if eval_env is not None and s.eval_interval and step % s.eval_interval == 0:
-            if evaluation_env is None:
-                evaluation_env = eval_env()
-            result = evaluate(online, evaluation_env, s.eval_episodes, s.eval_epsilon, rng, device)
+        if evaluate_at is not None and s.eval_interval and step % s.eval_interval == 0:
+            result = evaluate_at(step)
             metrics.evaluation(step, result.return_mean, result.return_std)
         if step % s.checkpoint_interval == 0 or step == s.total_steps:
             save_checkpoint(state, step % s.checkpoint_interval == 0)
+            saved_at = step
         metrics.progress(step, eps, force=step == s.total_steps)
         stop = stop_requested()
         if stop is not None and step < s.total_steps:
             state.stopped_by = stop
-            save_checkpoint(state, False)
+            if saved_at != step:
+                save_checkpoint(state, False)
             break
-    if evaluation_env is not None:
-        evaluation_env.close()
     return state

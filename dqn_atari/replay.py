@@ -125,6 +125,81 @@ class ReplayMemory:
         tensors = (self.frames, self.actions, self.rewards, self.terminals, self.steps)
         return sum(t.element_size() * t.nelement() for t in tensors)
 
+    # ------------------------------------------------------------------ saving and loading
+
+    _FRAMES_FILE = "frames.u8"
+    _META_FILE = "meta.pt"
+    _CHUNK_FRAMES = 16_384  # 116 MB of 84x84 frames: bounds the host copy of a GPU ring
+
+    def save(self, directory: Path) -> None:
+        """Write the filled slots to `directory`: raw uint8 frames in chunks, plus metadata.
+
+        Frames go out a chunk at a time, so saving a GPU ring never holds a second copy of it
+        in host memory. The caller makes the directory's appearance atomic (see checkpoint.py).
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        filled = min(self._written, self.capacity)
+        with (directory / self._FRAMES_FILE).open("wb") as f:
+            for start in range(0, filled, self._CHUNK_FRAMES):
+                chunk = self.frames[start : min(start + self._CHUNK_FRAMES, filled)]
+                f.write(chunk.cpu().numpy().tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {
+            "capacity": self.capacity,
+            "frame_shape": list(self.frame_shape),
+            "stack": self.stack,
+            "written": self._written,
+            "pending_step": self._pending_step,
+            "end_slots": list(self._end_slots),
+            "generator": self._generator.get_state(),
+            "actions": self.actions[:filled].cpu(),
+            "rewards": self.rewards[:filled].cpu(),
+            "terminals": self.terminals[:filled].cpu(),
+            "steps": self.steps[:filled].cpu(),
+        }
+        with (directory / self._META_FILE).open("wb") as f:
+            torch.save(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def load(self, directory: Path) -> None:
+        """Restore what `save` wrote into this (same-sized) memory."""
+        try:
+            meta = torch.load(directory / self._META_FILE, weights_only=True)
+        except (OSError, RuntimeError, EOFError) as err:
+            raise ReplayMemoryError(
+                f"cannot read the saved replay memory in {directory}: {err}"
+            ) from None
+        if (meta["capacity"], tuple(meta["frame_shape"]), meta["stack"]) != (
+            self.capacity,
+            self.frame_shape,
+            self.stack,
+        ):
+            raise ReplayMemoryError(
+                f"the saved replay memory holds {meta['capacity']:,} frames of "
+                f"{tuple(meta['frame_shape'])} stacked by {meta['stack']}; this run has "
+                f"buffer_size={self.capacity} of {self.frame_shape} stacked by {self.stack}"
+            )
+        filled = min(int(meta["written"]), self.capacity)
+        frame_bytes = self.frame_shape[0] * self.frame_shape[1]
+        path = directory / self._FRAMES_FILE
+        if path.stat().st_size != filled * frame_bytes:
+            raise ReplayMemoryError(f"{path} is truncated: expected {filled * frame_bytes} bytes")
+        with path.open("rb") as f:
+            for start in range(0, filled, self._CHUNK_FRAMES):
+                count = min(self._CHUNK_FRAMES, filled - start)
+                data = np.frombuffer(f.read(count * frame_bytes), dtype=np.uint8)
+                chunk = torch.from_numpy(data.reshape(count, *self.frame_shape).copy())
+                self.frames[start : start + count] = chunk.to(self.device)
+        for name in ("actions", "rewards", "terminals", "steps"):
+            getattr(self, name)[:filled] = meta[name].to(self.device)
+        self._written = int(meta["written"])
+        self._pending_step = meta["pending_step"]
+        self._end_slots = deque(int(e) for e in meta["end_slots"])
+        self._end_key = None
+        self._generator.set_state(meta["generator"].cpu())
+
     def _write_frame(self, frame: torch.Tensor | npt.NDArray[np.uint8], step: int) -> None:
         slot = self._written % self.capacity
         # The slot being overwritten may be an old end slot.

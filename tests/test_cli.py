@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -105,7 +103,7 @@ def test_resume_continues_the_run_in_place(trained_run: Path, tmp_path: Path) ->
 
     result = run([TRAIN, f"resume={run_dir}", "total_steps=2600", "log_interval=100"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "replay memory starts empty" in result.stderr
+    assert "no replay memory was saved" in result.stderr
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
     assert state["game"] == "pong"  # the saved overrides (env=Pong) were kept
     assert state["state"]["step"] == 2600
@@ -212,35 +210,6 @@ def test_bad_eval_input_is_one_line_and_exit_2(trained_run: Path, tmp_path: Path
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
     missing = run([EVAL], cwd=tmp_path)
     assert missing.returncode == 2 and "checkpoint is required" in missing.stderr
-
-
-def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            TRAIN,
-            "env=Pong",
-            "total_steps=1000000",
-            "learning_starts=100",
-            "buffer_size=2000",
-            "progress_interval_s=0",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # wait until the loop runs
-        if "steps |" in line:
-            break
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 128 + signal.SIGINT
-    assert f"resume={run_dir}" in rest and "Traceback" not in rest
-    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
-    assert 0 < state["state"]["step"] < 1_000_000
 
 
 def test_installed_wheel_finds_its_configs(tmp_path: Path) -> None:

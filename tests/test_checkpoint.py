@@ -1,0 +1,134 @@
+"""Checkpoint files: atomic replacement, retention, safe loading, replay save and load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dqn_atari.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+    save_atomic,
+)
+from dqn_atari.envs import make_atari_env
+from dqn_atari.replay import ReplayMemory, ReplayMemoryError
+
+
+def _state(step: int) -> dict:
+    return {"format": FORMAT, "state": {"step": step}, "weights": torch.full((3,), float(step))}
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_whole(tmp_path: Path) -> None:
+    path = tmp_path / "latest.pt"
+    save_atomic(_state(1), path)
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises, the file must survive
+        save_atomic({"format": FORMAT, "unpicklable": lambda: None}, path)
+    assert load_checkpoint(path)["state"]["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temporary file left
+
+
+def test_checkpoint_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        save_atomic(_state(1), tmp_path / "latest.pt")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "latest.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_manager_keeps_the_last_k_periodic_files_and_cleans_crash_leftovers(
+    tmp_path: Path,
+) -> None:
+    manager = CheckpointManager(tmp_path, keep=2)
+    (tmp_path).mkdir(exist_ok=True)
+    (tmp_path / ".latest.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # a crash mid-write
+    for step in (100, 200, 300):
+        manager.save(_state(step), step, periodic=True)
+    manager.save(_state(350), 350, periodic=False)
+    assert [p.name for p in manager.periodic()] == ["step_000000200.pt", "step_000000300.pt"]
+    assert load_checkpoint(manager.latest)["state"]["step"] == 350
+    assert load_checkpoint(tmp_path / "step_000000200.pt")["state"]["step"] == 200
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_load_refuses_non_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a dqn-atari checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    save_atomic(_state(5), tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) - 100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    flipped = bytearray(data)
+    middle = len(flipped) // 2
+    flipped[middle : middle + 64] = bytes(64)
+    (tmp_path / "flipped.pt").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "flipped.pt")
+
+
+def _filled_memory(capacity: int, steps: int, seed: int) -> ReplayMemory:
+    env = make_atari_env("Breakout", seed=seed, max_episode_frames=500)
+    memory = ReplayMemory(capacity, seed=seed)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset()
+    memory.start_episode(obs[-1])
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(int(rng.integers(4)))
+        memory.add(0, float(reward), info["td_terminal"], terminated or truncated, obs[-1])
+        if terminated or truncated:
+            obs, _ = env.reset()
+            memory.start_episode(obs[-1])
+    env.close()
+    return memory
+
+
+def test_replay_round_trip_samples_the_same_batches(tmp_path: Path) -> None:
+    memory = _filled_memory(capacity=300, steps=700, seed=0)  # wrapped, with end slots
+    memory.save(tmp_path / "replay")
+    restored = ReplayMemory(300, seed=123)
+    restored.load(tmp_path / "replay")
+    assert len(restored) == len(memory)
+    for _ in range(3):
+        for a, b in zip(memory.sample(64), restored.sample(64), strict=True):
+            assert torch.equal(a, b)
+    # Writing goes on from the same place in both.
+    frame = np.full((84, 84), 7, np.uint8)
+    for m in (memory, restored):
+        m.add(1, 1.0, False, False, frame)
+    for a, b in zip(memory.sample(64), restored.sample(64), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_replay_load_refuses_a_mismatch_or_a_truncated_file(tmp_path: Path) -> None:
+    memory = _filled_memory(capacity=100, steps=50, seed=1)
+    memory.save(tmp_path / "replay")
+    with pytest.raises(ReplayMemoryError, match="buffer_size=200"):
+        ReplayMemory(200).load(tmp_path / "replay")
+    frames = tmp_path / "replay" / "frames.u8"
+    frames.write_bytes(frames.read_bytes()[:-10])
+    with pytest.raises(ReplayMemoryError, match="truncated"):
+        ReplayMemory(100).load(tmp_path / "replay")
+
+
+def test_manager_writes_the_replay_beside_latest_and_drops_the_old_one(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    memory = _filled_memory(capacity=100, steps=30, seed=2)
+    manager.save(_state(10), 10, periodic=False, replay=memory)
+    manager.save(_state(20), 20, periodic=False, replay=memory)
+    latest = load_checkpoint(manager.latest)
+    assert latest["replay"] == "replay_000000020"
+    assert manager.replay_of(latest) == tmp_path / "replay_000000020"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "replay_000000020"]
+    # The same step again (a stop right after a checkpoint) replaces it in place.
+    manager.save(_state(20), 20, periodic=False, replay=memory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "replay_000000020"]

@@ -1,0 +1,285 @@
+"""Runs that never lose work: exact resume, signals, full disks, divergence, bad checkpoints.
+
+Every test drives the installed `dqn-train` / `dqn-eval` as a subprocess on the real ALE.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+pytestmark = pytest.mark.slow
+
+TRAIN = shutil.which("dqn-train") or "dqn-train"
+EVAL = shutil.which("dqn-eval") or "dqn-eval"
+
+# Breakout with life-loss terminals, truncated games, evaluation and the replay saved: every
+# piece of state a resume has to carry is in play within 1,000 agent steps.
+RUN = [
+    "env=Breakout",
+    "device=cpu",
+    "seed=7",
+    "learning_starts=300",
+    "buffer_size=3000",
+    "checkpoint_interval=500",
+    "save_replay=true",
+    "log_interval=100",
+    "progress_interval_s=60",
+    "env.max_episode_frames=2000",
+    "eval_interval=400",
+    "eval_episodes=1",
+    "eval_max_episode_frames=500",
+]
+
+
+def train(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TRAIN, *args], cwd=cwd, capture_output=True, text=True, timeout=600, **kwargs
+    )
+
+
+def latest(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def one_error_line(stderr: str, prog: str = "dqn-train") -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1,000 agent steps in one go."""
+    work = tmp_path_factory.mktemp("straight")
+    result = train(*RUN, "total_steps=1000", f"hydra.run.dir={work / 'run'}", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work / "run"
+
+
+def assert_same_training(a: Path, b: Path) -> None:
+    sa, sb = latest(a), latest(b)
+    assert sa["state"] == sb["state"]
+    for part in ("online", "target"):
+        for name, tensor in sa["learner"][part].items():
+            assert torch.equal(tensor, sb["learner"][part][name]), f"{part}.{name} differs"
+    for tag in ("train/loss", "train/episode_return", "eval/return_mean"):
+        assert scalars(a, tag) == scalars(b, tag), tag
+
+
+def test_stop_at_k_and_resume_to_2k_gives_identical_weights(straight: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = train(*RUN, "total_steps=500", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = train(f"resume={run_dir}", "total_steps=1000", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "with its replay memory" in second.stderr
+    # Weights, optimizer-driven target, counters, losses, returns and evaluations all match:
+    # the emulator, the replay memory and every RNG continued exactly.
+    assert_same_training(straight, run_dir)
+    sa, sb = latest(straight), latest(run_dir)
+    for key, value in sa["learner"]["optimizer"]["state"].items():
+        for name, tensor in value.items():
+            assert torch.equal(tensor, sb["learner"]["optimizer"]["state"][key][name]), name
+
+
+def test_same_seed_same_run_and_another_seed_another(straight: Path, tmp_path: Path) -> None:
+    again = train(*RUN, "total_steps=1000", f"hydra.run.dir={tmp_path / 'again'}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert_same_training(straight, tmp_path / "again")
+
+    other = train(
+        *RUN, "seed=8", "total_steps=400", f"hydra.run.dir={tmp_path / 'other'}", cwd=tmp_path
+    )
+    assert other.returncode == 0, other.stderr[-3000:]
+    # Random Breakout scores are mostly 0 or 1; the games' lengths tell the seeds apart.
+    first_games = scalars(straight, "train/episode_length")
+    other_games = scalars(tmp_path / "other", "train/episode_length")
+    assert other_games and other_games != first_games[: len(other_games)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_finish_the_step_checkpoint_and_exit_conventionally(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [TRAIN, *RUN, "total_steps=1000000", "progress_interval_s=0", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "steps |" in line and "| 0/" not in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + sig
+    assert f"stopped by {sig.name}" in rest and f"resume={run_dir}" in rest
+    assert "Traceback" not in rest
+    stopped_at = latest(run_dir)["state"]["step"]
+    assert 0 < stopped_at < 1_000_000
+    # The message's command continues the run, from exactly that step.
+    resumed = train(f"resume={run_dir}", f"total_steps={stopped_at + 50}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert latest(run_dir)["state"]["step"] == stopped_at + 50
+
+
+def test_sigkill_loses_at_most_one_checkpoint_interval(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [TRAIN, *RUN, "total_steps=1000000", "checkpoint_interval=200", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpt = run_dir / "checkpoints" / "step_000000600.pt"
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no periodic checkpoint appeared"
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    state = latest(run_dir)  # whatever moment the kill hit, latest.pt is whole
+    saved = state["state"]["step"]
+    assert saved >= 600 and saved % 200 == 0
+    resumed = train(f"resume={run_dir}", f"total_steps={saved + 200}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "with its replay memory" in resumed.stderr
+    assert latest(run_dir)["state"]["step"] == saved + 200
+    leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def _file_size_limit(limit_bytes: int):
+    def apply() -> None:
+        # A full disk, as the process sees it: writes past the limit fail with EFBIG.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
+    straight: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    before = (run_dir / "checkpoints" / "latest.pt").read_bytes()
+    result = train(
+        f"resume={run_dir}",
+        "total_steps=1500",
+        cwd=tmp_path,
+        preexec_fn=_file_size_limit(2_000_000),
+    )
+    assert result.returncode == 3
+    line = one_error_line(result.stderr)
+    assert "cannot write checkpoint" in line and "File too large" in line
+    assert "latest.pt is unchanged" in line
+    assert (run_dir / "checkpoints" / "latest.pt").read_bytes() == before
+    assert latest(run_dir)["state"]["step"] == 1000
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+
+def test_an_unwritable_run_directory_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    target = tmp_path / "ro"
+    target.mkdir()
+    if os.geteuid() == 0:  # root writes through permissions: use a read-only file system
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(target)])
+        if mounted.returncode != 0:
+            pytest.skip("root without mount: cannot make a read-only directory here")
+    else:
+        target.chmod(0o555)
+    try:
+        result = train(*RUN, f"hydra.run.dir={target / 'run'}", cwd=tmp_path)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(target)], check=True)
+        else:
+            target.chmod(0o755)
+    assert result.returncode == 2
+    assert "cannot write the run directory" in one_error_line(result.stderr)
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_finite_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = train(
+        "env=Pong",
+        "total_steps=1000",
+        "learning_starts=200",
+        "buffer_size=2000",
+        "checkpoint_interval=200",
+        "log_interval=100",
+        "algo.lr=1e30",  # the first updates blow the weights up
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 3
+    line = one_error_line(result.stderr)
+    assert "diverged by agent step 300" in line
+    state = latest(run_dir)
+    assert state["state"]["step"] == 200
+    assert all(torch.isfinite(t).all() for t in state["learner"]["online"].values())
+
+
+def test_resume_refuses_another_game_or_action_set(straight: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    game = train(f"resume={run_dir}", "env=Pong", "total_steps=1200", cwd=tmp_path)
+    assert game.returncode == 2
+    assert "trained on breakout, not pong" in one_error_line(game.stderr)
+    actions = train(
+        f"resume={run_dir}", "env.full_action_space=true", "total_steps=1200", cwd=tmp_path
+    )
+    assert actions.returncode == 2
+    assert "has 4 actions but breakout here has 18" in one_error_line(actions.stderr)
+    assert latest(run_dir)["state"]["step"] == 1000
+
+
+def test_resume_refuses_a_directory_without_a_good_checkpoint(
+    straight: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = train(f"resume={empty}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no checkpoint at" in one_error_line(result.stderr)
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    ckpt = run_dir / "checkpoints" / "latest.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:4096])
+    result = train(f"resume={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "truncated or corrupt" in one_error_line(result.stderr)
+
+
+def test_eval_refuses_a_checkpoint_whose_network_does_not_fit(
+    straight: Path, tmp_path: Path
+) -> None:
+    state = latest(straight)
+    state["num_actions"] = 18
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    result = subprocess.run(
+        [EVAL, f"checkpoint={bad}", "episodes=1"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "has 18 actions but breakout here has 4" in one_error_line(result.stderr, "dqn-eval")
