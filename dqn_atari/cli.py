@@ -249,6 +249,13 @@ def _train_task(cfg: DictConfig) -> None:
         _fail("dqn-train", _missing(err))
     except RUN_ERRORS as err:
         _fail("dqn-train", err, code=3)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a final checkpoint
+        _fail(
+            "dqn-train",
+            f"interrupted twice; stopped without a final checkpoint. The last one is in "
+            f"{run_dir / 'checkpoints'}; continue with: dqn-train resume={run_dir}",
+            code=130,
+        )
     except USER_ERRORS as err:
         _fail("dqn-train", err)
     if code:

@@ -142,7 +142,7 @@ class ReplayMemory:
         with (directory / self._FRAMES_FILE).open("wb") as f:
             for start in range(0, filled, self._CHUNK_FRAMES):
                 chunk = self.frames[start : min(start + self._CHUNK_FRAMES, filled)]
-                f.write(chunk.cpu().numpy().tobytes())
+                f.write(memoryview(chunk.cpu().numpy()).cast("B"))  # no copy on the CPU
             f.flush()
             os.fsync(f.fileno())
         meta = {
@@ -186,12 +186,14 @@ class ReplayMemory:
         path = directory / self._FRAMES_FILE
         if path.stat().st_size != filled * frame_bytes:
             raise ReplayMemoryError(f"{path} is truncated: expected {filled * frame_bytes} bytes")
+        staging = torch.empty(
+            (min(self._CHUNK_FRAMES, filled), *self.frame_shape), dtype=torch.uint8
+        )
         with path.open("rb") as f:
             for start in range(0, filled, self._CHUNK_FRAMES):
                 count = min(self._CHUNK_FRAMES, filled - start)
-                data = np.frombuffer(f.read(count * frame_bytes), dtype=np.uint8)
-                chunk = torch.from_numpy(data.reshape(count, *self.frame_shape).copy())
-                self.frames[start : start + count] = chunk.to(self.device)
+                f.readinto(memoryview(staging[:count].numpy()).cast("B"))
+                self.frames[start : start + count].copy_(staging[:count])
         for name in ("actions", "rewards", "terminals", "steps"):
             getattr(self, name)[:filled] = meta[name].to(self.device)
         self._written = int(meta["written"])

@@ -2,6 +2,7 @@
 
     python scripts/replay_memory.py                 # 1M frames on the CPU
     python scripts/replay_memory.py --capacity 200000 --device cuda
+    python scripts/replay_memory.py --save-dir /tmp/replay   # also time saving and loading it
 
 Prints one JSON object: the tensors' bytes, the formula's bytes, and the growth of the process's
 resident memory (CPU) or of torch's allocated memory (CUDA) after every slot has been written.
@@ -32,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--capacity", type=int, default=1_000_000, help="slots (frames)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--save-dir", type=Path, help="time save() to and load() from here")
     args = parser.parse_args()
     device = torch.device(args.device)
     check_fits(args.capacity, (84, 84), device)
@@ -50,6 +52,20 @@ def main() -> None:
         grown = torch.cuda.memory_allocated(device) - cuda_before
     else:
         grown = rss_bytes() - rss_before
+    report: dict[str, object] = {}
+    if args.save_dir is not None:
+        rss_before_save = rss_bytes()
+        start = time.perf_counter()
+        memory.save(args.save_dir)
+        save_s = time.perf_counter() - start
+        report["save_seconds"] = round(save_s, 1)
+        report["save_mb_per_s"] = round(memory.nbytes / save_s / 1e6)
+        report["save_rss_growth_bytes"] = rss_bytes() - rss_before_save
+        del memory
+        memory = ReplayMemory(args.capacity, device=device)
+        start = time.perf_counter()
+        memory.load(args.save_dir)
+        report["load_seconds"] = round(time.perf_counter() - start, 1)
     print(
         json.dumps(
             {
@@ -61,6 +77,7 @@ def main() -> None:
                 "measured_growth_gb": round(grown / 1e9, 3),
                 "fill_seconds": round(fill_s, 1),
                 "inserts_per_s": round((args.capacity - 1) / fill_s),
+                **report,
             }
         )
     )
