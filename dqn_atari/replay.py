@@ -142,7 +142,7 @@ class ReplayMemory:
         with (directory / self._FRAMES_FILE).open("wb") as f:
             for start in range(0, filled, self._CHUNK_FRAMES):
                 chunk = self.frames[start : min(start + self._CHUNK_FRAMES, filled)]
-                f.write(memoryview(chunk.cpu().numpy()).cast("B"))  # no copy on the CPU
+                f.write(chunk.cpu().numpy().data.cast("B"))  # on the CPU, a view: no copy
             f.flush()
             os.fsync(f.fileno())
         meta = {
@@ -192,7 +192,7 @@ class ReplayMemory:
         with path.open("rb") as f:
             for start in range(0, filled, self._CHUNK_FRAMES):
                 count = min(self._CHUNK_FRAMES, filled - start)
-                f.readinto(memoryview(staging[:count].numpy()).cast("B"))
+                f.readinto(staging[:count].numpy().data.cast("B"))
                 self.frames[start : start + count].copy_(staging[:count])
         for name in ("actions", "rewards", "terminals", "steps"):
             getattr(self, name)[:filled] = meta[name].to(self.device)
