@@ -126,19 +126,10 @@ def atari_options(env: EnvConfig) -> AtariOptions:
                 f"env.crop takes 4 margins [top, bottom, left, right], got {env.crop}"
             )
         crop = Crop(*env.crop)
-    options = AtariOptions(
-        frame_skip=env.frame_skip,
-        frame_stack=env.frame_stack,
-        screen_size=env.screen_size,
-        crop=crop,
-        noop_max=env.noop_max,
-        fire_reset=env.fire_reset,
-        terminal_on_life_loss=env.terminal_on_life_loss,
-        clip_rewards=env.clip_rewards,
-        sticky_action_prob=env.sticky_action_prob,
-        max_episode_frames=env.max_episode_frames,
-        full_action_space=env.full_action_space,
-    )
+    # EnvConfig and AtariOptions carry the same fields: the schema types the YAML, the
+    # dataclass is what the library takes.
+    fields = {name: getattr(env, name) for name in AtariOptions.__dataclass_fields__}
+    options = AtariOptions(**{**fields, "crop": crop})
     try:
         options.validate()
     except ValueError as err:

@@ -410,3 +410,11 @@ def test_every_config_value_has_a_comment(name: str) -> None:
 def test_config_files_are_all_checked() -> None:
     assert len(CONFIG_FILES) >= 7
     assert Path(CONFIG_DIR / "config.yaml").is_file()
+
+
+def test_env_schema_and_atari_options_name_the_same_fields() -> None:
+    from dqn_atari.config import EnvConfig
+    from dqn_atari.envs import AtariOptions
+
+    schema = set(EnvConfig.__dataclass_fields__) - {"game"}
+    assert schema == set(AtariOptions.__dataclass_fields__)
