@@ -73,7 +73,7 @@ from dqn_atari.loop import (
     train,
 )
 from dqn_atari.metrics import Metrics
-from dqn_atari.networks import NatureQNetwork
+from dqn_atari.networks import NatureQNetwork, q_function
 from dqn_atari.preprocessing import Crop
 from dqn_atari.replay import ReplayMemory, ReplayMemoryError, check_fits
 from dqn_atari.schedules import LinearSchedule
@@ -397,6 +397,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
             huber_delta=algo.huber_delta,
             max_grad_norm=algo.max_grad_norm,
         ),
+        device=device,
+        precision=conf.precision,
+        compile=conf.compile,
     )
     frame_shape = (options.screen_size, options.screen_size)
     check_fits(conf.buffer_size, frame_shape, device)
@@ -474,7 +477,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         eval_env = AtariPhiEnv(conf.env.game, eval_options, seed=conf.seed + 1 + step)
         try:
             return evaluate(
-                network,
+                learner.q_online,
                 eval_env,
                 conf.eval_episodes,
                 algo.eval_epsilon,
@@ -581,7 +584,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(conf.seed)
     try:
         result = evaluate(
-            network,
+            q_function(network, device, conf.precision),
             env,
             conf.episodes,
             conf.epsilon,

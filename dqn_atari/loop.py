@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from dqn_atari.envs import AtariPhiEnv
 from dqn_atari.learner import Learner
 from dqn_atari.metrics import Metrics
+from dqn_atari.networks import QFunction
 from dqn_atari.replay import ReplayMemory
 from dqn_atari.schedules import LinearSchedule
 
@@ -56,7 +56,7 @@ class TrainState:
 
 
 def select_action(
-    network: nn.Module,
+    network: QFunction,
     obs: np.ndarray,
     epsilon: float,
     num_actions: int,
@@ -96,7 +96,7 @@ class EvalResult:
 
 
 def evaluate(
-    network: nn.Module,
+    network: QFunction,
     env: AtariPhiEnv,
     episodes: int,
     epsilon: float,
@@ -104,28 +104,26 @@ def evaluate(
     device: torch.device,
     on_frame: Callable[[int, np.ndarray], None] | None = None,
 ) -> EvalResult:
-    """Play `episodes` full games; `on_frame(episode, rgb)` sees every raw screen (for video)."""
-    was_training = network.training
-    network.eval()
+    """Play `episodes` full games; `on_frame(episode, rgb)` sees every raw screen (for video).
+
+    The Nature network has no dropout or batch norm, so train/eval modes do not matter here.
+    """
     returns: list[float] = []
     lengths: list[int] = []
     num_actions = env.num_actions
-    try:
-        for episode in range(episodes):
-            obs, _ = env.reset()
+    for episode in range(episodes):
+        obs, _ = env.reset()
+        if on_frame is not None:
+            on_frame(episode, env.render())  # type: ignore[arg-type]
+        while True:
+            action = select_action(network, obs, epsilon, num_actions, rng, device)
+            obs, _reward, terminated, truncated, info = env.step(action)
             if on_frame is not None:
                 on_frame(episode, env.render())  # type: ignore[arg-type]
-            while True:
-                action = select_action(network, obs, epsilon, num_actions, rng, device)
-                obs, _reward, terminated, truncated, info = env.step(action)
-                if on_frame is not None:
-                    on_frame(episode, env.render())  # type: ignore[arg-type]
-                if terminated or truncated:
-                    returns.append(float(info["episode"]["r"]))
-                    lengths.append(int(info["episode"]["l"]))
-                    break
-    finally:
-        network.train(was_training)
+            if terminated or truncated:
+                returns.append(float(info["episode"]["r"]))
+                lengths.append(int(info["episode"]["l"]))
+                break
     return EvalResult(returns=returns, lengths=lengths)
 
 
@@ -158,7 +156,7 @@ def train(
     """
     s = settings
     num_actions = env.num_actions
-    online = learner.online
+    online = learner.q_online
     if start_obs is None:
         obs, _ = env.reset()
         replay.start_episode(obs[-1])

@@ -1,9 +1,15 @@
-"""The Nature DQN Q-network (Mnih et al., 2015)."""
+"""The Nature DQN Q-network (Mnih et al., 2015), and how it is run fast."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch import nn
+
+QFunction = Callable[[torch.Tensor], torch.Tensor]  # uint8 observations -> float32 Q-values
+PRECISIONS = ("fp32", "bf16")
 
 
 class NatureQNetwork(nn.Module):
@@ -34,3 +40,40 @@ class NatureQNetwork(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         assert obs.shape[1:] == (self.frames, self.frame_size, self.frame_size), obs.shape
         return self.head(self.features(obs.float() / 255.0))
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays off on CUDA, and on CPUs with native bf16 (AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return False
+    flags = cpuinfo.read_text()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def q_function(
+    net: nn.Module, device: torch.device, precision: str = "fp32", compile: bool = False
+) -> QFunction:
+    """`net`'s forward as used for acting and learning: optionally compiled, optionally in bf16.
+
+    The parameters stay `net`'s own (float32; the optimizer and checkpoints see only them).
+    Q-values come back as float32 either way, so TD targets are computed in full precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    forward: QFunction = net
+    if compile:
+        # On CUDA, "reduce-overhead" also captures CUDA graphs: one launch per forward.
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        forward = torch.compile(net, mode=mode)
+    if precision == "fp32":
+        return forward
+    compiled = forward
+
+    def bf16_forward(obs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return compiled(obs).float()
+
+    return bf16_forward

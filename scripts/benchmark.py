@@ -1,0 +1,217 @@
+"""Throughput of every stage of dqn-atari on this machine, measured in one run.
+
+    python scripts/benchmark.py                      # Breakout on the CPU, about 4 minutes
+    python scripts/benchmark.py --game Pong --device cuda --e2e-steps 20000
+
+Prints one JSON object: raw emulator frames/s, phi'd agent steps/s, replay insert and sample
+rates, learner updates/s (batch 32) for each precision and compile setting, end-to-end dqn-train
+agent steps/s at the Nature replay ratio (one update of 32 per 4 agent steps) after
+learning_starts, peak RSS and the bytes of a 1M-transition replay memory. Every figure comes
+from this run; compare figures only within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from ale_py.env import AtariEnv
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dqn_atari.envs import make_atari_env, resolve_game
+from dqn_atari.learner import Learner, LearnerSettings, make_optimizer
+from dqn_atari.networks import NatureQNetwork, bf16_supported
+from dqn_atari.replay import ReplayMemory
+
+
+def rate(work: Callable[[], int], seconds: float) -> float:
+    """Units of work per second: call `work` (returning units done) until `seconds` pass."""
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        done += work()
+    return done / (time.perf_counter() - start)
+
+
+def raw_emulator_fps(game: str, seconds: float) -> float:
+    env = AtariEnv(game=resolve_game(game), frameskip=1, repeat_action_probability=0.0)
+    env.reset(seed=0)
+    ale, actions = env.ale, env._action_set
+    rng = np.random.default_rng(0)
+
+    def frames() -> int:
+        for _ in range(1000):
+            ale.act(actions[rng.integers(len(actions))])
+            if ale.game_over():
+                ale.reset_game()
+        return 1000
+
+    return rate(frames, seconds)
+
+
+def phi_steps_per_s(game: str, seconds: float) -> float:
+    env = make_atari_env(game, seed=0)
+    env.reset()
+    rng = np.random.default_rng(0)
+
+    def steps() -> int:
+        for _ in range(200):
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(env.num_actions)))
+            if terminated or truncated:
+                env.reset()
+        return 200
+
+    return rate(steps, seconds)
+
+
+def replay_rates(device: torch.device, seconds: float) -> dict[str, float]:
+    memory = ReplayMemory(100_000, device=device)
+    frame = np.zeros((84, 84), np.uint8)
+    memory.start_episode(frame)
+
+    def inserts() -> int:
+        for _ in range(1000):
+            memory.add(1, 0.0, False, False, frame)
+        return 1000
+
+    insert_rate = rate(inserts, seconds)
+
+    def samples() -> int:
+        for _ in range(20):
+            batch = memory.sample(32)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        del batch
+        return 20
+
+    return {
+        "insert_transitions_per_s": insert_rate,
+        "sample_batches32_per_s": rate(samples, seconds),
+    }
+
+
+def learner_updates_per_s(
+    device: torch.device, precision: str, compiled: bool, seconds: float
+) -> float:
+    torch.manual_seed(0)
+    net = NatureQNetwork(6).to(device)
+    learner = Learner(
+        net,
+        make_optimizer("rmsprop", net.parameters(), lr=2.5e-4),
+        LearnerSettings(),
+        device=device,
+        precision=precision,
+        compile=compiled,
+    )
+    memory = ReplayMemory(5000, device=device)
+    rng = np.random.default_rng(0)
+    memory.start_episode(rng.integers(0, 256, (84, 84), dtype=np.uint8))
+    for _ in range(4000):
+        frame = rng.integers(0, 256, (84, 84), dtype=np.uint8)
+        memory.add(int(rng.integers(6)), 0.0, False, False, frame)
+    batch = memory.sample(32)
+    for _ in range(5):  # warm-up, and compilation when compiled
+        learner.update(batch)
+
+    def updates() -> int:
+        for _ in range(5):
+            out = learner.update(batch)
+        out.loss.item()  # wait for the device
+        return 5
+
+    return rate(updates, seconds)
+
+
+def end_to_end_sps(
+    game: str, device: torch.device, precision: str, learning_starts: int, steps: int
+) -> dict[str, float]:
+    """Real dqn-train at the Nature replay ratio; agent steps/s measured after learning_starts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable, "-c", "from dqn_atari.cli import train_entry; train_entry()",
+                f"env={game}", f"device={device}", f"precision={precision}",
+                f"total_steps={learning_starts + steps}", f"learning_starts={learning_starts}",
+                "buffer_size=100000", "eval_interval=0", "log_interval=500",
+                f"checkpoint_interval={learning_starts + steps}", f"hydra.run.dir={run_dir}",
+            ],
+            check=True, capture_output=True, cwd=tmp,
+        )  # fmt: skip
+        wall_s = time.perf_counter() - start
+        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+        events.Reload()
+        # perf/sps at step S covers (S - 500, S]: keep the windows that start after learning.
+        learning = [e.value for e in events.Scalars("perf/sps") if e.step > learning_starts + 500]
+    return {
+        "agent_steps_per_s_learning": float(np.mean(learning)),
+        "wall_s": wall_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--game", default="Breakout")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per micro-benchmark")
+    parser.add_argument("--learning-starts", type=int, default=2000, help="agent steps")
+    parser.add_argument("--e2e-steps", type=int, default=6000, help="agent steps after learning")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    precisions = ["fp32", "bf16"] if bf16_supported(device) else ["fp32"]
+
+    raw_fps = raw_emulator_fps(args.game, args.seconds)
+    phi_sps = phi_steps_per_s(args.game, args.seconds)
+    # Each learner setting in a fresh process: compiled code leaves OpenMP threads and compile
+    # workers behind that would slow whatever is measured after it in the same process.
+    spawn = multiprocessing.get_context("spawn")
+    learner = {}
+    for precision in precisions:
+        for compiled in (False, True):
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                job = pool.submit(learner_updates_per_s, device, precision, compiled, args.seconds)
+                learner[f"{precision}_{'compiled' if compiled else 'eager'}"] = job.result()
+    e2e = {
+        precision: end_to_end_sps(
+            args.game, device, precision, args.learning_starts, args.e2e_steps
+        )
+        for precision in precisions
+    }
+    report = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+            "device": str(device),
+            "torch": torch.__version__,
+        },
+        "game": args.game,
+        "raw_emulator_frames_per_s": raw_fps,
+        "phi_agent_steps_per_s": {"num_envs_1": phi_sps},
+        "phi_vs_raw_over_4": phi_sps / (raw_fps / 4),
+        "replay": replay_rates(device, args.seconds),
+        "learner_updates_per_s_batch32": learner,
+        "end_to_end_dqn_train": {"num_envs_1": e2e},
+        "peak_rss_bytes": {
+            "this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "dqn_train_runs": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+        },
+        # The tensors' bytes (on the CPU they are allocated lazily, so this costs no memory).
+        "replay_1m_bytes": ReplayMemory(1_000_000).nbytes,
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
