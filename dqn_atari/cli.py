@@ -217,7 +217,7 @@ def _entry(prog: str, config_name: str, task: Callable[[DictConfig], None], rout
         if route:
             args = route_resume(route_game(args))
         run_dir = precheck(config_name, args)
-        if run_dir is not None:
+        if route and run_dir is not None:  # dqn-eval writes no run directory
             check_writable(run_dir)
     except (UsageError, UnknownGameError, CheckpointError) as err:
         _fail(prog, err)
@@ -267,6 +267,8 @@ def _eval_task(cfg: DictConfig) -> None:
         summary = run_eval(cfg)
     except MissingMandatoryValue as err:
         _fail("dqn-eval", _missing(err))
+    except CheckpointWriteError as err:
+        _fail("dqn-eval", err, code=3)
     except USER_ERRORS as err:
         _fail("dqn-eval", err)
     print(json.dumps(summary))
@@ -319,7 +321,7 @@ def _restore_rng(state: dict[str, Any], rng: np.random.Generator) -> None:
     rng.bit_generator.state = state["numpy"]
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
@@ -367,7 +369,12 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
     rng = _seed_everything(conf.seed)
     state = TrainState(learn_from_step=conf.learning_starts)
     if resumed is not None:
-        state = TrainState(**resumed["state"])
+        try:
+            state = TrainState(**resumed["state"])
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(
+                f"checkpoint {checkpoints.latest} has no valid counters: {err}"
+            ) from None
         if state.step >= conf.total_steps:
             print(
                 f"{run_dir} already reached total_steps={conf.total_steps:,}; nothing to do "
@@ -407,6 +414,38 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         conf.buffer_size, frame_shape, options.frame_stack, device, seed=conf.seed
     )
 
+    start_obs: np.ndarray | None = None
+    resume_note = ""
+    if resumed is not None:
+        check_compatible(resumed, env.game, num_actions, f"checkpoint {checkpoints.latest}")
+        try:
+            learner.load_state_dict(resumed["learner"])
+            _restore_rng(resumed["rng"], rng)
+            saved_replay = checkpoints.replay_of(resumed)
+            if saved_replay is not None:
+                # The replay and the game it was filled from continue exactly where they stopped.
+                replay.load(saved_replay)
+                start_obs = env.load_state_dict(resumed["env"])
+        except (CheckpointError, ReplayMemoryError):
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(
+                f"checkpoint {checkpoints.latest} does not fit this run: {_first_line(err)}"
+            ) from None
+        if start_obs is not None:
+            resume_note = (
+                f"resumed {run_dir} at agent step {state.step:,} with its replay memory "
+                f"({len(replay):,} transitions)"
+            )
+        else:
+            state.learn_from_step = max(state.learn_from_step, state.step + conf.learning_starts)
+            resume_note = (
+                f"resumed {run_dir} at agent step {state.step:,}; no replay memory was saved "
+                f"(save_replay=false), so it starts empty and learning resumes after "
+                f"{conf.learning_starts:,} agent steps of refilling"
+            )
+    # Opened only once the run is sure to start: on resume it hides what a crashed run logged
+    # after its last checkpoint.
     metrics = Metrics(
         run_dir,
         conf.total_steps,
@@ -414,27 +453,8 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         progress_interval_s=conf.progress_interval_s,
         label=f"[{env.display_name}] ",
     )
-    start_obs: np.ndarray | None = None
-    if resumed is not None:
-        check_compatible(resumed, env.game, num_actions, f"checkpoint {checkpoints.latest}")
-        learner.load_state_dict(resumed["learner"])
-        _restore_rng(resumed["rng"], rng)
-        saved_replay = checkpoints.replay_of(resumed)
-        if saved_replay is not None:
-            # The replay and the game it was filled from continue exactly where they stopped.
-            replay.load(saved_replay)
-            start_obs = env.load_state_dict(resumed["env"])
-            metrics.message(
-                f"resumed {run_dir} at agent step {state.step:,} with its replay memory "
-                f"({len(replay):,} transitions)"
-            )
-        else:
-            state.learn_from_step = max(state.learn_from_step, state.step + conf.learning_starts)
-            metrics.message(
-                f"resumed {run_dir} at agent step {state.step:,}; no replay memory was saved "
-                f"(save_replay=false), so it starts empty and learning resumes after "
-                f"{conf.learning_starts:,} agent steps of refilling"
-            )
+    if resume_note:
+        metrics.message(resume_note)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     # The command line's overrides, replayed by `resume=`; the resume path itself is not one.
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
@@ -559,15 +579,15 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         check_compatible(ckpt, env.game, num_actions, f"checkpoint {conf.checkpoint}")
         network = NatureQNetwork(num_actions, options.frame_stack, options.screen_size)
         network.load_state_dict(ckpt["learner"]["online"])
+    except CheckpointError:
+        raise
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(
             f"checkpoint {conf.checkpoint} does not hold a usable network: {_first_line(err)}"
         ) from None
     network.to(device)
 
-    video_path = (
-        Path(conf.checkpoint).with_suffix("").with_name(f"{Path(conf.checkpoint).stem}_eval.mp4")
-    )
+    video_path = Path(conf.checkpoint).with_name(f"{Path(conf.checkpoint).stem}_eval.mp4")
     writer: cv2.VideoWriter | None = None
 
     def on_frame(episode: int, rgb: np.ndarray) -> None:
@@ -578,6 +598,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
             height, width = rgb.shape[:2]
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
             writer = cv2.VideoWriter(str(video_path), fourcc, 15.0, (width, height))
+            if not writer.isOpened():
+                raise CheckpointWriteError(f"cannot write the video {video_path}")
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
     rng = np.random.default_rng(conf.seed)
