@@ -522,7 +522,6 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
             ),
             settings=LoopSettings(
                 total_steps=conf.total_steps,
-                learning_starts=conf.learning_starts,
                 batch_size=conf.batch_size,
                 train_every=algo.train_every,
                 target_update_interval=algo.target_update_interval,

@@ -25,7 +25,6 @@ from dqn_atari.schedules import LinearSchedule
 @dataclass(frozen=True)
 class LoopSettings:
     total_steps: int  # agent steps
-    learning_starts: int  # agent steps before the first update
     batch_size: int  # transitions per update
     train_every: int  # agent steps per update
     target_update_interval: int  # agent steps

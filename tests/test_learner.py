@@ -205,7 +205,6 @@ def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None
         epsilon=LinearSchedule(1.0, 0.2, 1000, begin_step=200),
         settings=LoopSettings(
             total_steps=4000,
-            learning_starts=200,
             batch_size=32,
             train_every=1,
             target_update_interval=100,
