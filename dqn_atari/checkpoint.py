@@ -17,15 +17,19 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-
-from dqn_atari.replay import ReplayMemory
 
 FORMAT = "dqn-atari/1"
 LATEST = "latest.pt"
 _PERIODIC = re.compile(r"step_(\d+)\.pt")
+
+
+class SavesReplay(Protocol):
+    """A replay memory that writes itself to a directory (ReplayMemory, vector.ReplaySet)."""
+
+    def save(self, directory: Path) -> None: ...
 
 
 class CheckpointError(RuntimeError):
@@ -107,7 +111,7 @@ class CheckpointManager:
         state: dict[str, Any],
         step: int,
         periodic: bool,
-        replay: ReplayMemory | None = None,
+        replay: SavesReplay | None = None,
     ) -> Path:
         """Replace latest.pt; with `periodic`, also keep this state as step_<step>.pt.
 
@@ -129,7 +133,7 @@ class CheckpointManager:
             ) from None
         return self.latest
 
-    def _save_replay(self, replay: ReplayMemory, step: int) -> str:
+    def _save_replay(self, replay: SavesReplay, step: int) -> str:
         name = f"replay_{step:09d}"
         tmp = self.directory / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

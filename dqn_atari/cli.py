@@ -11,6 +11,7 @@ Bad input never shows a traceback: every error a user can cause is printed as on
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import random
 import re
@@ -27,6 +28,7 @@ import cv2
 import hydra
 import numpy as np
 import torch
+from gymnasium.vector import AsyncVectorEnv
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
@@ -77,6 +79,7 @@ from dqn_atari.networks import NatureQNetwork, q_function
 from dqn_atari.preprocessing import Crop
 from dqn_atari.replay import ReplayMemory, ReplayMemoryError, check_fits
 from dqn_atari.schedules import LinearSchedule
+from dqn_atari.vector import ReplaySet, make_vector_env, train_vector
 
 
 def find_config_dir() -> Path:
@@ -383,6 +386,8 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
             )
             return 0
     # A resumed run without its replay memory opens a fresh game, seeded by the step reached.
+    # With num_envs > 1 this one only describes the game; the N games run in worker processes.
+    vector = conf.num_envs > 1
     env = AtariPhiEnv(conf.env.game, options, seed=conf.seed + state.step)
     num_actions = env.num_actions
     network = NatureQNetwork(num_actions, options.frame_stack, options.screen_size).to(device)
@@ -410,14 +415,30 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
     )
     frame_shape = (options.screen_size, options.screen_size)
     check_fits(conf.buffer_size, frame_shape, device)
-    replay = ReplayMemory(
-        conf.buffer_size, frame_shape, options.frame_stack, device, seed=conf.seed
+    replay: ReplayMemory | ReplaySet = (
+        ReplaySet(
+            conf.num_envs,
+            conf.buffer_size,
+            frame_shape,
+            options.frame_stack,
+            device,
+            seed=conf.seed,
+        )
+        if vector
+        else ReplayMemory(
+            conf.buffer_size, frame_shape, options.frame_stack, device, seed=conf.seed
+        )
     )
-
     start_obs: np.ndarray | None = None
+    game_states: list[dict[str, Any]] | None = None  # num_envs > 1: the N games to continue
     resume_note = ""
     if resumed is not None:
         check_compatible(resumed, env.game, num_actions, f"checkpoint {checkpoints.latest}")
+        if resumed.get("num_envs", 1) != conf.num_envs:
+            raise CheckpointError(
+                f"checkpoint {checkpoints.latest} was written with num_envs="
+                f"{resumed.get('num_envs', 1)}; resume with that num_envs"
+            )
         try:
             learner.load_state_dict(resumed["learner"])
             _restore_rng(resumed["rng"], rng)
@@ -425,14 +446,17 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
             if saved_replay is not None:
                 # The replay and the game it was filled from continue exactly where they stopped.
                 replay.load(saved_replay)
-                start_obs = env.load_state_dict(resumed["env"])
+                if vector:
+                    game_states = list(resumed["env"])
+                else:
+                    start_obs = env.load_state_dict(resumed["env"])
         except (CheckpointError, ReplayMemoryError):
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(
                 f"checkpoint {checkpoints.latest} does not fit this run: {_first_line(err)}"
             ) from None
-        if start_obs is not None:
+        if start_obs is not None or game_states is not None:
             resume_note = (
                 f"resumed {run_dir} at agent step {state.step:,} with its replay memory "
                 f"({len(replay):,} transitions)"
@@ -477,7 +501,8 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
                 "state": current.as_dict(),
                 "learner": learner.state_dict(),
                 "rng": _rng_state(rng),
-                "env": env.state_dict(),
+                "num_envs": conf.num_envs,
+                "env": list(envs.call("state_dict")) if envs is not None else env.state_dict(),
             },
             current.step,
             periodic,
@@ -507,11 +532,21 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         finally:
             eval_env.close()
 
+    envs: AsyncVectorEnv | None = None
+    if vector:
+        env.close()
+        envs = make_vector_env(
+            conf.env.game, options, conf.seed + state.step, conf.num_envs, game_states
+        )
+        if game_states is not None:
+            start_obs = np.stack(envs.get_attr("last_observation"))
     stop = StopFlag()
     stop.install()
+    run_loop = (
+        functools.partial(train_vector, envs) if envs is not None else functools.partial(train, env)
+    )
     try:
-        state = train(
-            env=env,
+        state = run_loop(
             learner=learner,
             replay=replay,
             epsilon=LinearSchedule(
@@ -544,6 +579,8 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         stop.restore()
         metrics.close()
         env.close()
+        if envs is not None:
+            envs.close()
     if state.stopped_by is not None:
         metrics.message(
             f"stopped by {state.stopped_by} at agent step {state.step:,}; checkpoint saved. "

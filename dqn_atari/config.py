@@ -66,6 +66,7 @@ class TrainConfig:
     seed: int = MISSING
     device: str = MISSING
     total_steps: int = MISSING  # agent steps
+    num_envs: int = MISSING  # games played at once
     learning_starts: int = MISSING  # agent steps
     buffer_size: int = MISSING  # transitions (frames)
     batch_size: int = MISSING  # transitions
@@ -174,6 +175,7 @@ def validate_train(cfg: TrainConfig) -> None:
             "eval_episodes": cfg.eval_episodes,
             "eval_max_episode_frames": cfg.eval_max_episode_frames,
             "log_interval": cfg.log_interval,
+            "num_envs": cfg.num_envs,
             "algo.train_every": cfg.algo.train_every,
             "algo.target_update_interval": cfg.algo.target_update_interval,
         },
@@ -189,9 +191,14 @@ def validate_train(cfg: TrainConfig) -> None:
         },
         0,
     )
-    min_buffer = cfg.env.frame_stack + 2
+    min_buffer = (cfg.env.frame_stack + 2) * cfg.num_envs  # each game has its own ring
     if cfg.buffer_size < min_buffer:
         raise ConfigError(f"buffer_size must be >= {min_buffer}, got {cfg.buffer_size}")
+    if cfg.total_steps % cfg.num_envs:
+        raise ConfigError(
+            f"total_steps ({cfg.total_steps}) must be a multiple of num_envs ({cfg.num_envs}): "
+            "the games step together"
+        )
     if cfg.batch_size > cfg.buffer_size:
         raise ConfigError(
             f"batch_size ({cfg.batch_size}) must not exceed buffer_size ({cfg.buffer_size})"

@@ -118,6 +118,7 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
         options: AtariOptions | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
         self.options = options or AtariOptions()
         self.options.validate()
@@ -153,6 +154,13 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
         self._lives = 0
         self._episode_return = 0.0
         self._episode_steps = 0
+        if state is not None:  # continue a saved game (see state_dict); no reset needed
+            self.load_state_dict(state)
+
+    @property
+    def last_observation(self) -> Frame:
+        """The observation the last reset or step returned."""
+        return self._stacked
 
     @property
     def num_actions(self) -> int:

@@ -130,6 +130,17 @@ class DivergenceError(RuntimeError):
     """The loss or Q-values stopped being finite."""
 
 
+def check_finite(step: int, loss: torch.Tensor, q_mean: torch.Tensor) -> tuple[float, float]:
+    """The logged means on the host (the one sync per log interval); non-finite stops the run."""
+    loss_value, q_value = loss.item(), q_mean.item()
+    if not (math.isfinite(loss_value) and math.isfinite(q_value)):
+        raise DivergenceError(
+            f"training diverged by agent step {step:,}: loss {loss_value}, mean Q {q_value}; "
+            "the last checkpoint was written before this and is kept"
+        )
+    return loss_value, q_value
+
+
 def train(
     env: AtariPhiEnv,
     learner: Learner,
@@ -194,15 +205,9 @@ def train(
         if step % s.log_interval == 0:
             metrics.speed(step, eps)
             if updates_since_log:
-                loss, q_mean = (
-                    (loss_sum / updates_since_log).item(),
-                    (q_sum / updates_since_log).item(),
+                loss, q_mean = check_finite(
+                    step, loss_sum / updates_since_log, q_sum / updates_since_log
                 )
-                if not (math.isfinite(loss) and math.isfinite(q_mean)):
-                    raise DivergenceError(
-                        f"training diverged by agent step {step:,}: loss {loss}, mean Q {q_mean}; "
-                        "the last checkpoint was written before this and is kept"
-                    )
                 metrics.learner(step, loss, q_mean)
                 loss_sum.zero_()
                 q_sum.zero_()

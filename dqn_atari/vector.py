@@ -1,0 +1,214 @@
+"""N games at once: subprocess workers, one batched forward to act, learning while they play.
+
+`num_envs=1` keeps the exact Nature loop (`loop.train`). With N > 1, `train_vector` steps N
+`AtariPhiEnv` games in worker processes (gymnasium's AsyncVectorEnv, so phi is the project's
+own), picks all N actions with one forward pass, and runs the learner updates that fall due in
+those N agent steps while the workers emulate them (`step_async` ... `step_wait`). Every count
+(total_steps, learning_starts, epsilon, target sync, checkpoints, evaluation) is in agent steps
+summed over the N games, and the replay ratio stays one update of `batch_size` per
+`train_every` agent steps. Each game writes its own replay ring, so stacks never mix games.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+
+from dqn_atari.envs import AtariOptions, AtariPhiEnv
+from dqn_atari.learner import Learner
+from dqn_atari.loop import EvalResult, LoopSettings, TrainState, check_finite
+from dqn_atari.metrics import Metrics
+from dqn_atari.networks import QFunction
+from dqn_atari.replay import Batch, ReplayMemory, ReplayMemoryError
+from dqn_atari.schedules import LinearSchedule
+
+
+def make_vector_env(
+    game: str,
+    options: AtariOptions,
+    seed: int,
+    num_envs: int,
+    states: list[dict[str, Any]] | None = None,
+) -> AsyncVectorEnv:
+    """N games in worker processes; game i is seeded `seed + i`, or continues `states[i]`."""
+    fns = [
+        functools.partial(
+            AtariPhiEnv, game, options, seed + i, None, None if states is None else states[i]
+        )
+        for i in range(num_envs)
+    ]
+    # forkserver: workers start from a clean process, not a fork of one whose torch and
+    # OpenCV thread pools are already running.
+    return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="forkserver")
+
+
+class ReplaySet:
+    """One replay ring per game; a batch draws from the rings in proportion to their sizes."""
+
+    def __init__(
+        self,
+        num_rings: int,
+        capacity: int,
+        frame_shape: tuple[int, int],
+        stack: int,
+        device: torch.device | str,
+        seed: int,
+    ) -> None:
+        per_ring = capacity // num_rings
+        self.rings = [
+            ReplayMemory(per_ring, frame_shape, stack, device, seed=seed + i)
+            for i in range(num_rings)
+        ]
+        # Host-side split of each batch among the rings: no device sync to decide it.
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(ring.nbytes for ring in self.rings)
+
+    def __len__(self) -> int:
+        return sum(len(ring) for ring in self.rings)
+
+    def sample(self, batch_size: int) -> Batch:
+        sizes = np.array([len(ring) for ring in self.rings], dtype=float)
+        if sizes.sum() == 0:
+            raise ReplayMemoryError("cannot sample from an empty replay memory")
+        counts = self._rng.multinomial(batch_size, sizes / sizes.sum())
+        parts = [ring.sample(int(k)) for ring, k in zip(self.rings, counts, strict=True) if k]
+        return Batch(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+    def save(self, directory: Path) -> None:
+        for i, ring in enumerate(self.rings):
+            ring.save(directory / f"ring_{i}")
+        (directory / "set.json").write_text(json.dumps({"rng": self._rng.bit_generator.state}))
+
+    def load(self, directory: Path) -> None:
+        for i, ring in enumerate(self.rings):
+            ring.load(directory / f"ring_{i}")
+        self._rng.bit_generator.state = json.loads((directory / "set.json").read_text())["rng"]
+
+
+def select_actions(
+    network: QFunction,
+    obs: np.ndarray,
+    epsilon: float,
+    num_actions: int,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> np.ndarray:
+    """Epsilon-greedy for N games: the greedy ones share one forward pass."""
+    n = obs.shape[0]
+    explore = np.asarray(rng.random(n) < epsilon)
+    actions = np.asarray(rng.integers(num_actions, size=n))
+    if not explore.all():
+        with torch.no_grad():
+            greedy = network(torch.from_numpy(obs).to(device)).argmax(dim=1).cpu().numpy()
+        actions = np.where(explore, actions, greedy)
+    return actions
+
+
+def _crossed(previous: int, step: int, interval: int) -> bool:
+    """Whether a multiple of `interval` lies in (previous, step]."""
+    return interval > 0 and step // interval > previous // interval
+
+
+def train_vector(
+    envs: AsyncVectorEnv,
+    learner: Learner,
+    replay: ReplaySet,
+    epsilon: LinearSchedule,
+    settings: LoopSettings,
+    metrics: Metrics,
+    state: TrainState,
+    rng: np.random.Generator,
+    device: torch.device,
+    save_checkpoint: Callable[[TrainState, bool], None],
+    evaluate_at: Callable[[int], EvalResult] | None = None,
+    stop_requested: Callable[[], str | None] = lambda: None,
+    start_obs: np.ndarray | None = None,
+) -> TrainState:
+    """`loop.train` for N games; periodic work happens when its interval is crossed."""
+    s = settings
+    n = envs.num_envs
+    num_actions = int(envs.single_action_space.n)  # type: ignore[attr-defined]
+    if start_obs is None:
+        obs, _ = envs.reset()
+        for i in range(n):
+            replay.rings[i].start_episode(obs[i, -1])
+    else:
+        obs = start_obs
+    loss_sum = torch.zeros((), device=device)
+    q_sum = torch.zeros((), device=device)
+    updates_since_log = 0
+    saved_at = -1
+
+    while state.step < s.total_steps:
+        previous = state.step
+        eps = epsilon(previous)
+        actions = select_actions(learner.q_online, obs, eps, num_actions, rng, device)
+        envs.step_async(actions)
+        # The updates that fall due in these n agent steps run while the games play them.
+        for step in range(previous + 1, previous + n + 1):
+            if step > state.learn_from_step and step % s.train_every == 0:
+                out = learner.update(replay.sample(s.batch_size))
+                loss_sum += out.loss
+                q_sum += out.q_mean
+                updates_since_log += 1
+                state.updates += 1
+            if step % s.target_update_interval == 0:
+                learner.sync_target()
+        next_obs, rewards, terminated, truncated, infos = envs.step_wait()
+        state.step = step = previous + n
+        final = infos.get("final_info", {})
+        for i in range(n):
+            ended = bool(terminated[i] or truncated[i])
+            info = final if ended else infos
+            last_obs = infos["final_obs"][i] if ended else next_obs[i]
+            ring = replay.rings[i]
+            ring.add(
+                int(actions[i]),
+                float(rewards[i]),
+                bool(info["td_terminal"][i]),
+                ended,
+                last_obs[-1],
+            )
+            if ended:
+                state.episodes += 1
+                metrics.episode(
+                    step, float(final["episode"]["r"][i]), int(final["episode"]["l"][i])
+                )
+                ring.start_episode(next_obs[i, -1])
+        obs = next_obs
+
+        if _crossed(previous, step, s.log_interval):
+            metrics.speed(step, eps)
+            if updates_since_log:
+                loss, q_mean = check_finite(
+                    step, loss_sum / updates_since_log, q_sum / updates_since_log
+                )
+                metrics.learner(step, loss, q_mean)
+                loss_sum.zero_()
+                q_sum.zero_()
+                updates_since_log = 0
+        if evaluate_at is not None and _crossed(previous, step, s.eval_interval):
+            result = evaluate_at(step)
+            metrics.evaluation(step, result.return_mean, result.return_std)
+        periodic = _crossed(previous, step, s.checkpoint_interval)
+        if periodic or step >= s.total_steps:
+            save_checkpoint(state, periodic)
+            saved_at = step
+        metrics.progress(step, eps, force=step >= s.total_steps)
+        stop = stop_requested()
+        if stop is not None and step < s.total_steps:
+            state.stopped_by = stop
+            if saved_at != step:
+                save_checkpoint(state, False)
+            break
+    return state

@@ -1,0 +1,117 @@
+"""num_envs > 1: N games in worker processes, one ring per game, the same learning per step."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dqn_atari.envs import make_atari_env
+from dqn_atari.replay import ReplayMemoryError
+from dqn_atari.vector import ReplaySet, select_actions
+
+TRAIN = shutil.which("dqn-train") or "dqn-train"
+CPU = torch.device("cpu")
+
+
+def test_replay_set_keeps_each_game_in_its_own_ring() -> None:
+    # Two games written step by step, interleaved, as the vector loop does.
+    replay = ReplaySet(2, capacity=2000, frame_shape=(84, 84), stack=4, device=CPU, seed=0)
+    envs = [make_atari_env(game, seed=1) for game in ("Pong", "Breakout")]
+    stacks: list[set[bytes]] = [set(), set()]
+    obs = [env.reset()[0] for env in envs]
+    for i in range(2):
+        replay.rings[i].start_episode(obs[i][-1])
+        stacks[i].add(obs[i].tobytes())
+    for _ in range(300):
+        for i, env in enumerate(envs):
+            nxt, reward, terminated, truncated, info = env.step(0)
+            ended = terminated or truncated
+            replay.rings[i].add(0, float(reward), info["td_terminal"], ended, nxt[-1])
+            stacks[i].add(nxt.tobytes())
+            if ended:
+                nxt, _ = env.reset()
+                replay.rings[i].start_episode(nxt[-1])
+                stacks[i].add(nxt.tobytes())
+    batch = replay.sample(2000)
+    seen = [0, 0]
+    for stack in batch.obs_tm1.numpy():
+        owners = [i for i in range(2) if stack.tobytes() in stacks[i]]
+        assert len(owners) == 1, "a sampled stack is not one game's observation"
+        seen[owners[0]] += 1
+    assert abs(seen[0] - seen[1]) < 200  # the rings are equally full: about half from each
+
+
+def test_replay_set_refuses_to_sample_when_empty() -> None:
+    with pytest.raises(ReplayMemoryError):
+        ReplaySet(2, 100, (84, 84), 4, CPU, seed=0).sample(8)
+
+
+def test_select_actions_explores_per_game_and_is_greedy_otherwise() -> None:
+    q_values = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+
+    def network(obs: torch.Tensor) -> torch.Tensor:
+        return q_values[obs[:, 0, 0, 0].long()]
+
+    obs = np.zeros((3, 4, 84, 84), np.uint8)
+    obs[:, 0, 0, 0] = [0, 1, 2]
+    rng = np.random.default_rng(0)
+    assert select_actions(network, obs, 0.0, 3, rng, CPU).tolist() == [1, 0, 2]
+    random_actions = np.stack([select_actions(network, obs, 1.0, 3, rng, CPU) for _ in range(300)])
+    assert set(random_actions.ravel().tolist()) == {0, 1, 2}
+
+
+RUN = [
+    "env=Breakout",
+    "num_envs=2",
+    "device=cpu",
+    "seed=3",
+    "learning_starts=300",
+    "buffer_size=3000",
+    "checkpoint_interval=500",
+    "save_replay=true",
+    "log_interval=100",
+    "eval_interval=0",
+    "progress_interval_s=60",
+    "env.max_episode_frames=1500",
+]
+
+
+def train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TRAIN, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_two_games_learn_at_the_nature_ratio_and_resume_exactly(tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    result = train(*RUN, "total_steps=1000", f"hydra.run.dir={straight}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    full = torch.load(straight / "checkpoints" / "latest.pt", weights_only=True)
+    # Agent steps are summed over both games; one update of 32 per 4 of them after 300.
+    assert full["state"]["step"] == 1000
+    assert full["state"]["updates"] == (1000 - 300) // 4
+    assert full["num_envs"] == 2 and len(full["env"]) == 2
+    rings = sorted(p.name for p in (straight / "checkpoints" / "replay_000001000").iterdir())
+    assert rings == ["ring_0", "ring_1", "set.json"]
+
+    split = tmp_path / "split"
+    first = train(*RUN, "total_steps=500", f"hydra.run.dir={split}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = train(f"resume={split}", "total_steps=1000", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = torch.load(split / "checkpoints" / "latest.pt", weights_only=True)
+    assert resumed["state"] == full["state"]
+    for name, tensor in full["learner"]["online"].items():
+        assert torch.equal(tensor, resumed["learner"]["online"][name]), name
+
+    other = train(f"resume={split}", "num_envs=1", "total_steps=1500", cwd=tmp_path)
+    assert other.returncode == 2 and "num_envs=2" in other.stderr
+
+
+def test_total_steps_must_divide_among_the_games(tmp_path: Path) -> None:
+    result = train("num_envs=4", "total_steps=1001", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert result.returncode == 2 and "multiple of num_envs" in result.stderr
