@@ -30,10 +30,11 @@ import torch
 from ale_py.env import AtariEnv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dqn_atari.envs import make_atari_env, resolve_game
+from dqn_atari.envs import AtariOptions, make_atari_env, resolve_game
 from dqn_atari.learner import Learner, LearnerSettings, make_optimizer
 from dqn_atari.networks import NatureQNetwork, bf16_supported
 from dqn_atari.replay import ReplayMemory
+from dqn_atari.vector import make_vector_env
 
 
 def rate(work: Callable[[], int], seconds: float) -> float:
@@ -73,6 +74,24 @@ def phi_steps_per_s(game: str, seconds: float) -> float:
         return 200
 
     return rate(steps, seconds)
+
+
+def vector_steps_per_s(game: str, num_envs: int, seconds: float) -> float:
+    """Agent steps/s of N phi'd games in worker processes (what num_envs=N plays with)."""
+    envs = make_vector_env(game, AtariOptions(), 0, num_envs)
+    envs.reset()
+    rng = np.random.default_rng(0)
+    n_actions = int(envs.single_action_space.n)  # type: ignore[attr-defined]
+
+    def steps() -> int:
+        for _ in range(50):
+            envs.step(rng.integers(n_actions, size=num_envs))
+        return 50 * num_envs
+
+    try:
+        return rate(steps, seconds)
+    finally:
+        envs.close()
 
 
 def replay_rates(device: torch.device, seconds: float) -> dict[str, float]:
@@ -134,7 +153,12 @@ def learner_updates_per_s(
 
 
 def end_to_end_sps(
-    game: str, device: torch.device, precision: str, learning_starts: int, steps: int
+    game: str,
+    device: torch.device,
+    precision: str,
+    num_envs: int,
+    learning_starts: int,
+    steps: int,
 ) -> dict[str, float]:
     """Real dqn-train at the Nature replay ratio; agent steps/s measured after learning_starts."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,6 +168,7 @@ def end_to_end_sps(
             [
                 sys.executable, "-c", "from dqn_atari.cli import train_entry; train_entry()",
                 f"env={game}", f"device={device}", f"precision={precision}",
+                f"num_envs={num_envs}",
                 f"total_steps={learning_starts + steps}", f"learning_starts={learning_starts}",
                 "buffer_size=100000", "eval_interval=0", "log_interval=500",
                 f"checkpoint_interval={learning_starts + steps}", f"hydra.run.dir={run_dir}",
@@ -168,12 +193,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per micro-benchmark")
     parser.add_argument("--learning-starts", type=int, default=2000, help="agent steps")
     parser.add_argument("--e2e-steps", type=int, default=6000, help="agent steps after learning")
+    parser.add_argument("--num-envs", type=int, default=4, help="N for the num_envs=N figures")
     args = parser.parse_args()
     device = torch.device(args.device)
     precisions = ["fp32", "bf16"] if bf16_supported(device) else ["fp32"]
 
     raw_fps = raw_emulator_fps(args.game, args.seconds)
     phi_sps = phi_steps_per_s(args.game, args.seconds)
+    vector_sps = vector_steps_per_s(args.game, args.num_envs, args.seconds)
     # Each learner setting in a fresh process: compiled code leaves OpenMP threads and compile
     # workers behind that would slow whatever is measured after it in the same process.
     spawn = multiprocessing.get_context("spawn")
@@ -184,10 +211,13 @@ def main() -> None:
                 job = pool.submit(learner_updates_per_s, device, precision, compiled, args.seconds)
                 learner[f"{precision}_{'compiled' if compiled else 'eager'}"] = job.result()
     e2e = {
-        precision: end_to_end_sps(
-            args.game, device, precision, args.learning_starts, args.e2e_steps
-        )
-        for precision in precisions
+        f"num_envs_{n}": {
+            precision: end_to_end_sps(
+                args.game, device, precision, n, args.learning_starts, args.e2e_steps
+            )
+            for precision in precisions
+        }
+        for n in (1, args.num_envs)
     }
     report = {
         "machine": {
@@ -198,11 +228,14 @@ def main() -> None:
         },
         "game": args.game,
         "raw_emulator_frames_per_s": raw_fps,
-        "phi_agent_steps_per_s": {"num_envs_1": phi_sps},
+        "phi_agent_steps_per_s": {
+            "num_envs_1": phi_sps,
+            f"num_envs_{args.num_envs}_workers": vector_sps,
+        },
         "phi_vs_raw_over_4": phi_sps / (raw_fps / 4),
         "replay": replay_rates(device, args.seconds),
         "learner_updates_per_s_batch32": learner,
-        "end_to_end_dqn_train": {"num_envs_1": e2e},
+        "end_to_end_dqn_train": e2e,
         "peak_rss_bytes": {
             "this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "dqn_train_runs": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
