@@ -18,7 +18,7 @@ from dqn_atari.envs import AtariPhiEnv
 from dqn_atari.learner import Learner
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import QFunction
-from dqn_atari.replay import ReplayMemory
+from dqn_atari.replay import Batch, ReplayMemory
 from dqn_atari.schedules import LinearSchedule
 
 
@@ -141,6 +141,82 @@ def check_finite(step: int, loss: torch.Tensor, q_mean: torch.Tensor) -> tuple[f
     return loss_value, q_value
 
 
+def crossed(previous: int, step: int, interval: int) -> bool:
+    """Whether a multiple of `interval` lies in (previous, step]; never for interval 0 (off)."""
+    return interval > 0 and step // interval > previous // interval
+
+
+class Bookkeeper:
+    """The work between agent steps that every loop shares: updates at the replay ratio, target
+    syncs, logs, evaluation, checkpoints and stopping. Losses stay on the device between logs,
+    so updates never wait for the host."""
+
+    def __init__(
+        self,
+        learner: Learner,
+        sample: Callable[[int], Batch],
+        settings: LoopSettings,
+        metrics: Metrics,
+        state: TrainState,
+        device: torch.device,
+        save_checkpoint: Callable[[TrainState, bool], None],
+        evaluate_at: Callable[[int], EvalResult] | None,
+        stop_requested: Callable[[], str | None],
+    ) -> None:
+        self.learner = learner
+        self.sample = sample
+        self.s = settings
+        self.metrics = metrics
+        self.state = state
+        self.save_checkpoint = save_checkpoint
+        self.evaluate_at = evaluate_at
+        self.stop_requested = stop_requested
+        self.loss_sum = torch.zeros((), device=device)
+        self.q_sum = torch.zeros((), device=device)
+        self.updates_since_log = 0
+        self.saved_at = -1
+
+    def learn(self, step: int) -> None:
+        """The learner's share of agent step `step`: an update every train_every, a sync."""
+        s, state = self.s, self.state
+        if step > state.learn_from_step and step % s.train_every == 0:
+            out = self.learner.update(self.sample(s.batch_size))
+            self.loss_sum += out.loss
+            self.q_sum += out.q_mean
+            self.updates_since_log += 1
+            state.updates += 1
+        if step % s.target_update_interval == 0:
+            self.learner.sync_target()
+
+    def after(self, previous: int, step: int, epsilon: float) -> bool:
+        """Periodic work due in (previous, step]; True when the run must stop now."""
+        s, state, metrics = self.s, self.state, self.metrics
+        if crossed(previous, step, s.log_interval):
+            metrics.speed(step, epsilon)
+            if self.updates_since_log:
+                n = self.updates_since_log
+                loss, q_mean = check_finite(step, self.loss_sum / n, self.q_sum / n)
+                metrics.learner(step, loss, q_mean)
+                self.loss_sum.zero_()
+                self.q_sum.zero_()
+                self.updates_since_log = 0
+        if self.evaluate_at is not None and crossed(previous, step, s.eval_interval):
+            result = self.evaluate_at(step)
+            metrics.evaluation(step, result.return_mean, result.return_std)
+        periodic = crossed(previous, step, s.checkpoint_interval)
+        if periodic or step >= s.total_steps:
+            self.save_checkpoint(state, periodic)
+            self.saved_at = step
+        metrics.progress(step, epsilon, force=step >= s.total_steps)
+        stop = self.stop_requested()
+        if stop is None or step >= s.total_steps:
+            return False
+        state.stopped_by = stop
+        if self.saved_at != step:
+            self.save_checkpoint(state, False)
+        return True
+
+
 def train(
     env: AtariPhiEnv,
     learner: Learner,
@@ -164,21 +240,19 @@ def train(
     returning a signal name ends the run early, with a checkpoint. `start_obs` continues a game
     whose environment and replay memory were restored; without it the loop starts a new game.
     """
-    s = settings
     num_actions = env.num_actions
     online = learner.q_online
+    book = Bookkeeper(
+        learner, replay.sample, settings, metrics, state, device,
+        save_checkpoint, evaluate_at, stop_requested,
+    )  # fmt: skip
     if start_obs is None:
         obs, _ = env.reset()
         replay.start_episode(obs[-1])
     else:
         obs = start_obs
-    saved_at = -1
-    # Losses and Q-values stay on the device between logs, so updates never wait for the host.
-    loss_sum = torch.zeros((), device=device)
-    q_sum = torch.zeros((), device=device)
-    updates_since_log = 0
 
-    while state.step < s.total_steps:
+    while state.step < settings.total_steps:
         eps = epsilon(state.step)
         action = select_action(online, obs, eps, num_actions, rng, device)
         next_obs, reward, terminated, truncated, info = env.step(action)
@@ -192,37 +266,7 @@ def train(
             replay.start_episode(obs[-1])
         else:
             obs = next_obs
-
-        step = state.step
-        if step > state.learn_from_step and step % s.train_every == 0:
-            out = learner.update(replay.sample(s.batch_size))
-            loss_sum += out.loss
-            q_sum += out.q_mean
-            updates_since_log += 1
-            state.updates += 1
-        if step % s.target_update_interval == 0:
-            learner.sync_target()
-        if step % s.log_interval == 0:
-            metrics.speed(step, eps)
-            if updates_since_log:
-                loss, q_mean = check_finite(
-                    step, loss_sum / updates_since_log, q_sum / updates_since_log
-                )
-                metrics.learner(step, loss, q_mean)
-                loss_sum.zero_()
-                q_sum.zero_()
-                updates_since_log = 0
-        if evaluate_at is not None and s.eval_interval and step % s.eval_interval == 0:
-            result = evaluate_at(step)
-            metrics.evaluation(step, result.return_mean, result.return_std)
-        if step % s.checkpoint_interval == 0 or step == s.total_steps:
-            save_checkpoint(state, step % s.checkpoint_interval == 0)
-            saved_at = step
-        metrics.progress(step, eps, force=step == s.total_steps)
-        stop = stop_requested()
-        if stop is not None and step < s.total_steps:
-            state.stopped_by = stop
-            if saved_at != step:
-                save_checkpoint(state, False)
+        book.learn(state.step)
+        if book.after(state.step - 1, state.step, eps):
             break
     return state

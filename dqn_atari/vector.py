@@ -23,7 +23,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
 from dqn_atari.envs import AtariOptions, AtariPhiEnv
 from dqn_atari.learner import Learner
-from dqn_atari.loop import EvalResult, LoopSettings, TrainState, check_finite
+from dqn_atari.loop import Bookkeeper, EvalResult, LoopSettings, TrainState
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import QFunction
 from dqn_atari.replay import Batch, ReplayMemory, ReplayMemoryError
@@ -114,11 +114,6 @@ def select_actions(
     return actions
 
 
-def _crossed(previous: int, step: int, interval: int) -> bool:
-    """Whether a multiple of `interval` lies in (previous, step]."""
-    return interval > 0 and step // interval > previous // interval
-
-
 def train_vector(
     envs: AsyncVectorEnv,
     learner: Learner,
@@ -135,35 +130,27 @@ def train_vector(
     start_obs: np.ndarray | None = None,
 ) -> TrainState:
     """`loop.train` for N games; periodic work happens when its interval is crossed."""
-    s = settings
     n = envs.num_envs
     num_actions = int(envs.single_action_space.n)  # type: ignore[attr-defined]
+    book = Bookkeeper(
+        learner, replay.sample, settings, metrics, state, device,
+        save_checkpoint, evaluate_at, stop_requested,
+    )  # fmt: skip
     if start_obs is None:
         obs, _ = envs.reset()
         for i in range(n):
             replay.rings[i].start_episode(obs[i, -1])
     else:
         obs = start_obs
-    loss_sum = torch.zeros((), device=device)
-    q_sum = torch.zeros((), device=device)
-    updates_since_log = 0
-    saved_at = -1
 
-    while state.step < s.total_steps:
+    while state.step < settings.total_steps:
         previous = state.step
         eps = epsilon(previous)
         actions = select_actions(learner.q_online, obs, eps, num_actions, rng, device)
         envs.step_async(actions)
         # The updates that fall due in these n agent steps run while the games play them.
         for step in range(previous + 1, previous + n + 1):
-            if step > state.learn_from_step and step % s.train_every == 0:
-                out = learner.update(replay.sample(s.batch_size))
-                loss_sum += out.loss
-                q_sum += out.q_mean
-                updates_since_log += 1
-                state.updates += 1
-            if step % s.target_update_interval == 0:
-                learner.sync_target()
+            book.learn(step)
         next_obs, rewards, terminated, truncated, infos = envs.step_wait()
         state.step = step = previous + n
         final = infos.get("final_info", {})
@@ -172,43 +159,14 @@ def train_vector(
             info = final if ended else infos
             last_obs = infos["final_obs"][i] if ended else next_obs[i]
             ring = replay.rings[i]
-            ring.add(
-                int(actions[i]),
-                float(rewards[i]),
-                bool(info["td_terminal"][i]),
-                ended,
-                last_obs[-1],
-            )
+            td_terminal = bool(info["td_terminal"][i])
+            ring.add(int(actions[i]), float(rewards[i]), td_terminal, ended, last_obs[-1])
             if ended:
                 state.episodes += 1
-                metrics.episode(
-                    step, float(final["episode"]["r"][i]), int(final["episode"]["l"][i])
-                )
+                episode = final["episode"]
+                metrics.episode(step, float(episode["r"][i]), int(episode["l"][i]))
                 ring.start_episode(next_obs[i, -1])
         obs = next_obs
-
-        if _crossed(previous, step, s.log_interval):
-            metrics.speed(step, eps)
-            if updates_since_log:
-                loss, q_mean = check_finite(
-                    step, loss_sum / updates_since_log, q_sum / updates_since_log
-                )
-                metrics.learner(step, loss, q_mean)
-                loss_sum.zero_()
-                q_sum.zero_()
-                updates_since_log = 0
-        if evaluate_at is not None and _crossed(previous, step, s.eval_interval):
-            result = evaluate_at(step)
-            metrics.evaluation(step, result.return_mean, result.return_std)
-        periodic = _crossed(previous, step, s.checkpoint_interval)
-        if periodic or step >= s.total_steps:
-            save_checkpoint(state, periodic)
-            saved_at = step
-        metrics.progress(step, eps, force=step >= s.total_steps)
-        stop = stop_requested()
-        if stop is not None and step < s.total_steps:
-            state.stopped_by = stop
-            if saved_at != step:
-                save_checkpoint(state, False)
+        if book.after(previous, step, eps):
             break
     return state
