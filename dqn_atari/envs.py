@@ -17,7 +17,6 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
-import torch
 from ale_py import ALEState, roms
 from ale_py.env import AtariEnv
 
@@ -249,6 +248,10 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this game exactly: the emulator (with its RNG), the
         screens phi is built from, the frame stack and the episode counters. Plain data only."""
+        # Imported here: num_envs worker processes import this module, and only need torch
+        # when a checkpoint asks for their state.
+        import torch
+
         emulator = self.ale.cloneState(include_rng=True).__getstate__()
         return {
             "game": self.game,
