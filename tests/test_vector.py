@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from dqn_atari.envs import make_atari_env
+from dqn_atari.envs import AtariOptions, AtariPhiEnv, make_atari_env
 from dqn_atari.replay import ReplayMemoryError
-from dqn_atari.vector import ReplaySet, select_actions
+from dqn_atari.vector import ReplaySet, make_vector_env, select_actions
 
 TRAIN = shutil.which("dqn-train") or "dqn-train"
 CPU = torch.device("cpu")
@@ -44,6 +44,40 @@ def test_replay_set_keeps_each_game_in_its_own_ring() -> None:
         assert len(owners) == 1, "a sampled stack is not one game's observation"
         seen[owners[0]] += 1
     assert abs(seen[0] - seen[1]) < 200  # the rings are equally full: about half from each
+
+
+def test_worker_games_play_exactly_our_phi_env() -> None:
+    """num_envs=N runs the project's own AtariPhiEnv in each worker: game i, seeded seed + i,
+    returns byte for byte what a single AtariPhiEnv with that seed returns for the same actions.
+    (ale-py's AtariVectorEnv has its own phi, grayscale before the max-pool; see benchmark.py.)"""
+    options = AtariOptions(terminal_on_life_loss=True, clip_rewards=True)
+    envs = make_vector_env("Breakout", options, seed=7, num_envs=2)
+    singles = [AtariPhiEnv("Breakout", options, seed=7 + i) for i in range(2)]
+    try:
+        obs, _ = envs.reset()
+        for i, env in enumerate(singles):
+            np.testing.assert_array_equal(obs[i], env.reset()[0])
+        actions = np.random.default_rng(0).integers(4, size=(400, 2))
+        games_ended = 0
+        for step_actions in actions:
+            obs, rewards, terminated, truncated, infos = envs.step(step_actions)
+            for i, env in enumerate(singles):
+                single_obs, reward, single_term, single_trunc, info = env.step(step_actions[i])
+                assert (terminated[i], truncated[i]) == (single_term, single_trunc)
+                assert rewards[i] == reward
+                if single_term or single_trunc:
+                    # Same-step autoreset: the game's last observation is in final_obs, and
+                    # obs already starts the next game, seeded from the same emulator stream.
+                    games_ended += 1
+                    np.testing.assert_array_equal(infos["final_obs"][i], single_obs)
+                    assert infos["final_info"]["td_terminal"][i] == info["td_terminal"]
+                    single_obs, _ = env.reset()
+                else:
+                    assert infos["td_terminal"][i] == info["td_terminal"]
+                np.testing.assert_array_equal(obs[i], single_obs)
+        assert games_ended >= 2  # random Breakout games last about 200 agent steps
+    finally:
+        envs.close()
 
 
 def test_replay_set_refuses_to_sample_when_empty() -> None:
