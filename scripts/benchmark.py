@@ -8,6 +8,14 @@ rates, learner updates/s (batch 32) for each precision and compile setting, end-
 agent steps/s at the Nature replay ratio (one update of 32 per 4 agent steps) after
 learning_starts, peak RSS and the bytes of a 1M-transition replay memory. Every figure comes
 from this run; compare figures only within one run.
+
+Two comparisons are measured in the same run, for the choices they justify:
+- ale-py's threaded C++ `AtariVectorEnv` against our subprocess workers, with its own
+  preprocessing and with ours applied to its max-pooled RGB screens;
+- Stable-Baselines3's DQN (CnnPolicy, AtariWrapper, same replay ratio, batch, replay size and
+  learning_starts) end to end, when `stable_baselines3` is installed (`pip install
+  stable-baselines3`; it is not a dependency of dqn-atari), as the baseline the speed-up is
+  quoted against.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import subprocess
@@ -24,15 +33,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from ale_py.env import AtariEnv
+from ale_py.vector_env import AtariVectorEnv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dqn_atari.envs import AtariOptions, make_atari_env, resolve_game
+from dqn_atari.envs import AtariOptions, display_name, make_atari_env, resolve_game
 from dqn_atari.learner import Learner, LearnerSettings, make_optimizer
 from dqn_atari.networks import NatureQNetwork, bf16_supported
+from dqn_atari.preprocessing import resize, to_grayscale
 from dqn_atari.replay import ReplayMemory
 from dqn_atari.vector import make_vector_env
 
@@ -86,6 +98,40 @@ def vector_steps_per_s(game: str, num_envs: int, seconds: float) -> float:
     def steps() -> int:
         for _ in range(50):
             envs.step(rng.integers(n_actions, size=num_envs))
+        return 50 * num_envs
+
+    try:
+        return rate(steps, seconds)
+    finally:
+        envs.close()
+
+
+def ale_vector_steps_per_s(game: str, num_envs: int, seconds: float, own_phi: bool) -> float:
+    """Agent steps/s of ale-py's AtariVectorEnv (C++ threads, one per core).
+
+    own_phi: its built-in preprocessing, which is not our phi (it converts each screen to ALE's
+    palette grayscale before the max-pool; Nature, and dqn_atari, take the max of the RGB
+    screens first). Otherwise it returns the max-pooled RGB screens and our grayscale + resize
+    run on them here, which is what using it with our phi would cost.
+    """
+    rom = resolve_game(game)
+    common = {"num_threads": 2, "reward_clipping": False, "noop_max": 30}
+    if own_phi:
+        envs = AtariVectorEnv(rom, num_envs, **common)
+    else:
+        envs = AtariVectorEnv(
+            rom, num_envs, grayscale=False, img_height=210, img_width=160, stack_num=1, **common
+        )
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    n_actions = int(envs.single_action_space.n)
+
+    def steps() -> int:
+        for _ in range(50):
+            obs, *_ = envs.step(rng.integers(n_actions, size=num_envs))
+            if not own_phi:
+                for screens in obs:
+                    resize(to_grayscale(screens[-1]), 84)
         return 50 * num_envs
 
     try:
@@ -164,17 +210,21 @@ def end_to_end_sps(
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable, "-c", "from dqn_atari.cli import train_entry; train_entry()",
-                f"env={game}", f"device={device}", f"precision={precision}",
-                f"num_envs={num_envs}",
-                f"total_steps={learning_starts + steps}", f"learning_starts={learning_starts}",
-                "buffer_size=100000", "eval_interval=0", "log_interval=500",
-                f"checkpoint_interval={learning_starts + steps}", f"hydra.run.dir={run_dir}",
-            ],
-            check=True, capture_output=True, cwd=tmp,
-        )  # fmt: skip
+        command = [
+            sys.executable, "-c", "from dqn_atari.cli import train_entry; train_entry()",
+            f"env={game}", f"device={device}", f"precision={precision}",
+            f"num_envs={num_envs}",
+            f"total_steps={learning_starts + steps}", f"learning_starts={learning_starts}",
+            "buffer_size=100000", "eval_interval=0", "log_interval=500",
+            f"checkpoint_interval={learning_starts + steps}", f"hydra.run.dir={run_dir}",
+        ]  # fmt: skip
+        with (Path(tmp) / "output.txt").open("w+") as output:
+            proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp)
+            # wait4 gives this run's own peak RSS (its worker processes are not counted).
+            _, status, usage = os.wait4(proc.pid, 0)
+            if status != 0:
+                output.seek(0)
+                raise RuntimeError(f"{' '.join(command)} failed:\n{output.read()}")
         wall_s = time.perf_counter() - start
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
         events.Reload()
@@ -183,7 +233,59 @@ def end_to_end_sps(
     return {
         "agent_steps_per_s_learning": float(np.mean(learning)),
         "wall_s": wall_s,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
     }
+
+
+def sb3_dqn_sps(game: str, learning_starts: int, steps: int) -> dict[str, float] | str:
+    """Stable-Baselines3's DQN at the same replay ratio, batch and replay size, on this device.
+
+    Its standard Atari setup (AtariWrapper: no-op starts, action repeat 4 with max-pool,
+    life-loss terminals, FIRE on reset, reward clipping, 84x84 grayscale; 4-frame stack), Adam,
+    one update of 32 every 4 agent steps, 100k replay. Agent steps/s after learning_starts.
+    """
+    try:
+        import ale_py
+        import gymnasium as gym
+        from stable_baselines3 import DQN
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.env_util import make_atari_env as sb3_atari_env
+        from stable_baselines3.common.vec_env import VecFrameStack
+    except ImportError as err:
+        return f"not measured: {err} (pip install stable-baselines3)"
+
+    gym.register_envs(ale_py)
+
+    class Clock(BaseCallback):
+        start = 0.0
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps == learning_starts + 1:
+                self.start = time.perf_counter()
+            return True
+
+    env_id = f"{display_name(resolve_game(game))}NoFrameskip-v4"
+    env = VecFrameStack(sb3_atari_env(env_id, n_envs=1, seed=0), n_stack=4)
+    model = DQN(
+        "CnnPolicy", env, buffer_size=100_000, learning_starts=learning_starts, batch_size=32,
+        train_freq=4, gradient_steps=1, target_update_interval=1000, device="cpu", seed=0,
+        optimize_memory_usage=True, replay_buffer_kwargs={"handle_timeout_termination": False},
+    )  # fmt: skip
+    clock = Clock()
+    model.learn(total_timesteps=learning_starts + steps, callback=clock)
+    learning_s = time.perf_counter() - clock.start
+    return {
+        "agent_steps_per_s_learning": (steps - 1) / learning_s,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run fn(*args) in a new process: compiled code, OpenMP pools and other libraries' state
+    would otherwise slow whatever is measured after it."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def main() -> None:
@@ -194,6 +296,10 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=2000, help="agent steps")
     parser.add_argument("--e2e-steps", type=int, default=6000, help="agent steps after learning")
     parser.add_argument("--num-envs", type=int, default=4, help="N for the num_envs=N figures")
+    parser.add_argument(
+        "--no-baseline", dest="baseline", action="store_false",
+        help="skip Stable-Baselines3's DQN (measured only on the CPU)",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
     precisions = ["fp32", "bf16"] if bf16_supported(device) else ["fp32"]
@@ -201,15 +307,21 @@ def main() -> None:
     raw_fps = raw_emulator_fps(args.game, args.seconds)
     phi_sps = phi_steps_per_s(args.game, args.seconds)
     vector_sps = vector_steps_per_s(args.game, args.num_envs, args.seconds)
-    # Each learner setting in a fresh process: compiled code leaves OpenMP threads and compile
-    # workers behind that would slow whatever is measured after it in the same process.
-    spawn = multiprocessing.get_context("spawn")
-    learner = {}
-    for precision in precisions:
-        for compiled in (False, True):
-            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-                job = pool.submit(learner_updates_per_s, device, precision, compiled, args.seconds)
-                learner[f"{precision}_{'compiled' if compiled else 'eager'}"] = job.result()
+    ale_vector = {
+        f"own_phi_num_envs_{args.num_envs}": ale_vector_steps_per_s(
+            args.game, args.num_envs, args.seconds, own_phi=True
+        ),
+        f"our_phi_num_envs_{args.num_envs}": ale_vector_steps_per_s(
+            args.game, args.num_envs, args.seconds, own_phi=False
+        ),
+    }
+    learner = {
+        f"{precision}_{'compiled' if compiled else 'eager'}": in_fresh_process(
+            learner_updates_per_s, device, precision, compiled, args.seconds
+        )
+        for precision in precisions
+        for compiled in (False, True)
+    }
     e2e = {
         f"num_envs_{n}": {
             precision: end_to_end_sps(
@@ -219,6 +331,17 @@ def main() -> None:
         }
         for n in (1, args.num_envs)
     }
+    baseline: dict[str, float] | str = "not measured: --no-baseline"
+    if args.baseline and device.type == "cpu":
+        baseline = in_fresh_process(sb3_dqn_sps, args.game, args.learning_starts, args.e2e_steps)
+    speedup = {}
+    if isinstance(baseline, dict):
+        base_sps = baseline["agent_steps_per_s_learning"]
+        speedup = {
+            f"{setting}_{precision}": run["agent_steps_per_s_learning"] / base_sps
+            for setting, runs in e2e.items()
+            for precision, run in runs.items()
+        }
     report = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -233,13 +356,13 @@ def main() -> None:
             f"num_envs_{args.num_envs}_workers": vector_sps,
         },
         "phi_vs_raw_over_4": phi_sps / (raw_fps / 4),
+        "ale_vector_env_agent_steps_per_s": ale_vector,
         "replay": replay_rates(device, args.seconds),
         "learner_updates_per_s_batch32": learner,
         "end_to_end_dqn_train": e2e,
-        "peak_rss_bytes": {
-            "this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "dqn_train_runs": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
-        },
+        "baseline_sb3_dqn": baseline,
+        "speedup_vs_sb3": speedup,
+        "peak_rss_bytes_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         # The tensors' bytes (on the CPU they are allocated lazily, so this costs no memory).
         "replay_1m_bytes": ReplayMemory(1_000_000).nbytes,
     }
