@@ -10,6 +10,7 @@ Bad input never shows a traceback: every error a user can cause is printed as on
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import json
@@ -353,8 +354,32 @@ def check_compatible(ckpt: dict[str, Any], game: str, num_actions: int, source: 
         )
 
 
+def keep_freed_host_memory() -> bool:
+    """Ask glibc to keep freed heap blocks for reuse instead of handing them back to the OS.
+
+    Every update allocates and frees the same activation and gradient buffers (fc1's gradient
+    alone is 6.4 MB). By default glibc returns such blocks to the OS when they are freed, so the
+    next update page-faults them in again: on 2 EPYC cores that cost about a fifth of the
+    end-to-end speed (bf16, RMSProp: 196 -> 241 agent steps/s). The transient working set of an
+    update is tens of MB, so holding it costs nothing noticeable. Only host memory goes through
+    malloc (CUDA tensors use torch's caching allocator). Returns False where the C library has
+    no mallopt (not glibc); nothing changes there.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    # Blocks up to 32 MB (glibc's largest allowed threshold) come from the heap, and up to
+    # 256 MB of free heap top is kept: the replay ring (GBs) is still mapped on its own.
+    mmap_ok = mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    trim_ok = mallopt(m_trim_threshold, 256 * 1024 * 1024)
+    return bool(mmap_ok and trim_ok)
+
+
 def run_train(cfg: DictConfig, run_dir: Path) -> int:
     """One dqn-train run in `run_dir`; returns the process exit code."""
+    keep_freed_host_memory()
     conf: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate_train(conf)
     device = resolve_device(conf.device)

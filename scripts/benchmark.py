@@ -41,6 +41,7 @@ from ale_py.env import AtariEnv
 from ale_py.vector_env import AtariVectorEnv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from dqn_atari.cli import keep_freed_host_memory
 from dqn_atari.envs import AtariOptions, display_name, make_atari_env, resolve_game
 from dqn_atari.learner import Learner, LearnerSettings, make_optimizer
 from dqn_atari.networks import NatureQNetwork, bf16_supported
@@ -169,6 +170,7 @@ def replay_rates(device: torch.device, seconds: float) -> dict[str, float]:
 def learner_updates_per_s(
     device: torch.device, precision: str, compiled: bool, seconds: float
 ) -> float:
+    keep_freed_host_memory()  # as dqn-train does
     torch.manual_seed(0)
     net = NatureQNetwork(6).to(device)
     learner = Learner(

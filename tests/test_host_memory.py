@@ -1,0 +1,44 @@
+"""keep_freed_host_memory: freed update buffers are reused instead of page-faulted in again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# An update-like pattern: allocate and touch 5 blocks of 20 MB, free them all, repeat. glibc's
+# default returns the freed heap top to the OS (its trim threshold is at most 64 MB), so each
+# repeat faults all 25,600 pages in again; kept, they are reused.
+PROBE = """
+import resource, sys, torch
+from dqn_atari.cli import keep_freed_host_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_host_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def update_like():
+    blocks = [torch.ones(5 * 1024 * 1024) for _ in range(5)]
+    del blocks
+update_like()
+update_like()
+before = faults()
+for _ in range(10):
+    update_like()
+print(faults() - before)
+"""
+PAGES_PER_REPEAT = 5 * 20 * 1024 * 1024 // 4096
+
+
+def _faults(mode: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.strip())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
+    default, kept = _faults("default"), _faults("keep")
+    assert default >= 5 * PAGES_PER_REPEAT, default  # the cost being removed is really there
+    assert kept < PAGES_PER_REPEAT // 10, kept  # ten repeats: a few pages, not 10 x 25,600
