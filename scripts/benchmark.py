@@ -116,16 +116,16 @@ def ale_vector_steps_per_s(game: str, num_envs: int, seconds: float, own_phi: bo
     run on them here, which is what using it with our phi would cost.
     """
     rom = resolve_game(game)
-    common = {"num_threads": 2, "reward_clipping": False, "noop_max": 30}
     if own_phi:
-        envs = AtariVectorEnv(rom, num_envs, **common)
+        envs = AtariVectorEnv(rom, num_envs, num_threads=2, reward_clipping=False)
     else:
         envs = AtariVectorEnv(
-            rom, num_envs, grayscale=False, img_height=210, img_width=160, stack_num=1, **common
-        )
+            rom, num_envs, num_threads=2, reward_clipping=False,
+            grayscale=False, img_height=210, img_width=160, stack_num=1,
+        )  # fmt: skip
     envs.reset(seed=0)
     rng = np.random.default_rng(0)
-    n_actions = int(envs.single_action_space.n)
+    n_actions = int(envs.single_action_space.n)  # type: ignore[attr-defined]
 
     def steps() -> int:
         for _ in range(50):
@@ -203,19 +203,21 @@ def learner_updates_per_s(
 def end_to_end_sps(
     game: str,
     device: torch.device,
-    precision: str,
-    num_envs: int,
+    overrides: list[str],
     learning_starts: int,
     steps: int,
 ) -> dict[str, float]:
-    """Real dqn-train at the Nature replay ratio; agent steps/s measured after learning_starts."""
+    """Real dqn-train at the Nature replay ratio; agent steps/s measured after learning_starts.
+
+    Epsilon is at its final 0.1 from learning_starts on, so nine steps in ten act greedily (a
+    forward pass each), as in the bulk of a real run; the baseline is measured the same way.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         start = time.perf_counter()
         command = [
             sys.executable, "-c", "from dqn_atari.cli import train_entry; train_entry()",
-            f"env={game}", f"device={device}", f"precision={precision}",
-            f"num_envs={num_envs}",
+            f"env={game}", f"device={device}", *overrides, "algo.epsilon_decay_steps=1",
             f"total_steps={learning_starts + steps}", f"learning_starts={learning_starts}",
             "buffer_size=100000", "eval_interval=0", "log_interval=500",
             f"checkpoint_interval={learning_starts + steps}", f"hydra.run.dir={run_dir}",
@@ -244,7 +246,8 @@ def sb3_dqn_sps(game: str, learning_starts: int, steps: int) -> dict[str, float]
 
     Its standard Atari setup (AtariWrapper: no-op starts, action repeat 4 with max-pool,
     life-loss terminals, FIRE on reset, reward clipping, 84x84 grayscale; 4-frame stack), Adam,
-    one update of 32 every 4 agent steps, 100k replay. Agent steps/s after learning_starts.
+    one update of 32 every 4 agent steps, 100k replay, epsilon 0.1. Agent steps/s after
+    learning_starts.
     """
     try:
         import ale_py
@@ -271,6 +274,8 @@ def sb3_dqn_sps(game: str, learning_starts: int, steps: int) -> dict[str, float]
     model = DQN(
         "CnnPolicy", env, buffer_size=100_000, learning_starts=learning_starts, batch_size=32,
         train_freq=4, gradient_steps=1, target_update_interval=1000, device="cpu", seed=0,
+        # Epsilon 0.1 from learning_starts on, as in our end-to-end runs.
+        exploration_fraction=1 / (learning_starts + steps), exploration_final_eps=0.1,
         optimize_memory_usage=True, replay_buffer_kwargs={"handle_timeout_termination": False},
     )  # fmt: skip
     clock = Clock()
@@ -324,14 +329,29 @@ def main() -> None:
         for precision in precisions
         for compiled in (False, True)
     }
+    # The Nature recipe (RMSProp) in fp32 and bf16, and bf16 with Adam, the optimizer of the
+    # baseline; then N games in worker processes.
+    settings: dict[str, list[str]] = {"fp32": [], "bf16": ["precision=bf16"]}
+    if "bf16" not in precisions:
+        del settings["bf16"]
     e2e = {
-        f"num_envs_{n}": {
-            precision: end_to_end_sps(
-                args.game, device, precision, n, args.learning_starts, args.e2e_steps
+        "num_envs_1": {
+            name: end_to_end_sps(args.game, device, overrides, args.learning_starts, args.e2e_steps)
+            for name, overrides in {
+                **settings,
+                f"{precisions[-1]}_adam": [f"precision={precisions[-1]}", "algo.optimizer=adam"],
+            }.items()
+        },
+        f"num_envs_{args.num_envs}": {
+            name: end_to_end_sps(
+                args.game,
+                device,
+                [*overrides, f"num_envs={args.num_envs}"],
+                args.learning_starts,
+                args.e2e_steps,
             )
-            for precision in precisions
-        }
-        for n in (1, args.num_envs)
+            for name, overrides in settings.items()
+        },
     }
     baseline: dict[str, float] | str = "not measured: --no-baseline"
     if args.baseline and device.type == "cpu":
