@@ -25,7 +25,8 @@ def nice_ticks(low: float, high: float, count: int = 6) -> np.ndarray:
     raw = (high - low) / max(count - 1, 1)
     magnitude = 10 ** np.floor(np.log10(raw)) if raw > 0 else 1.0
     step = min((m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw), default=raw)
-    return np.arange(np.ceil(low / step) * step, high + step / 2, step)
+    ticks = np.arange(np.ceil(low / step) * step, high + step / 2, step)
+    return ticks[ticks <= high + 1e-9 * abs(step)]  # none outside the plotted range
 
 
 def main() -> None:
@@ -69,7 +70,9 @@ def main() -> None:
         (px, _), _ = xy(np.array([tick, tick]), np.array([y_low, y_low]))
         cv2.line(img, (px, TOP), (px, HEIGHT - BOTTOM), (230, 230, 230), 1)
         label = f"{tick / 1000:g}k"
-        cv2.putText(img, label, (px - 15, HEIGHT - BOTTOM + 20), FONT, 0.45, (60, 60, 60), 1)
+        (width, _), _ = cv2.getTextSize(label, FONT, 0.45, 1)
+        x_text = min(px - width // 2, WIDTH - width - 2)  # the last label stays on the image
+        cv2.putText(img, label, (x_text, HEIGHT - BOTTOM + 20), FONT, 0.45, (60, 60, 60), 1)
     cv2.rectangle(img, (LEFT, TOP), (WIDTH - RIGHT, HEIGHT - BOTTOM), (120, 120, 120), 1)
     for x, y in xy(steps, values):
         cv2.circle(img, (int(x), int(y)), 1, (235, 190, 150), -1)
