@@ -360,9 +360,9 @@ def main() -> None:
     if isinstance(baseline, dict):
         base_sps = baseline["agent_steps_per_s_learning"]
         speedup = {
-            f"{setting}_{precision}": run["agent_steps_per_s_learning"] / base_sps
+            f"{setting}_{name}": run["agent_steps_per_s_learning"] / base_sps
             for setting, runs in e2e.items()
-            for precision, run in runs.items()
+            for name, run in runs.items()
         }
     report = {
         "machine": {
