@@ -221,18 +221,24 @@ def test_installed_wheel_finds_its_configs(tmp_path: Path) -> None:
     )  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("dqn_atari-*.whl")
     assert "dqn_atari/configs/env/Breakout.yaml" in zipfile.ZipFile(wheel).namelist()
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    bin_dir = venv / "bin"
+    # Installed beside, not over, the checkout: PYTHONPATH puts the wheel's copy first. (A venv
+    # would not do: made from inside a venv, --system-site-packages sees the base Python's
+    # packages, not the ones this test runs with.)
+    site = tmp_path / "site"
     subprocess.run(
-        [bin_dir / "pip", "install", "--no-deps", "-q", str(wheel)],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), wheel],
         check=True,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
-    where = run(
-        [bin_dir / "python", "-c", "import dqn_atari.cli as c; print(c.CONFIG_DIR)"], tmp_path
-    )
-    assert where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr
-    shown = run([bin_dir / "dqn-train", "--cfg", "job", "env=Seaquest"], cwd=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import dqn_atari.cli as c; print(c.CONFIG_DIR)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
+    shown = subprocess.run(
+        [sys.executable, site / "bin" / "dqn-train", "--cfg", "job", "env=Seaquest"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert "game: Seaquest" in shown.stdout and "batch_size: 32" in shown.stdout
