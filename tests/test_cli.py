@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
@@ -34,8 +35,10 @@ TAGS = {
 }
 
 
-def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def run(
+    cmd: list[Any], cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def scalars(run_dir: Path) -> dict[str, list[int]]:
@@ -231,14 +234,14 @@ def test_installed_wheel_finds_its_configs(tmp_path: Path) -> None:
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    where = subprocess.run(
-        [sys.executable, "-c", "import dqn_atari.cli as c; print(c.CONFIG_DIR)"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    where = run(
+        [sys.executable, "-c", "import dqn_atari.cli as c; print(c.CONFIG_DIR)"], tmp_path, env=env
+    )
     assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
-    shown = subprocess.run(
+    shown = run(
         [sys.executable, site / "bin" / "dqn-train", "--cfg", "job", "env=Seaquest"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        tmp_path,
+        env=env,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "game: Seaquest" in shown.stdout and "batch_size: 32" in shown.stdout
