@@ -7,12 +7,16 @@ import sys
 
 import pytest
 
-# An update-like pattern: allocate and touch 5 blocks of 20 MB, free them all, repeat. glibc's
-# default returns the freed heap top to the OS (its trim threshold is at most 64 MB), so each
-# repeat faults all 25,600 pages in again; kept, they are reused.
+# An update-like pattern: allocate and touch 5 blocks of 20 MB, free them all, repeat. Both runs
+# start from glibc's initial thresholds (128 KiB for mmap and trim; glibc raises them on its own
+# as a process frees memory, so a bare process would start wherever its imports left them).
+# There each block is mapped and unmapped, and each repeat faults all 25,600 pages in again;
+# keep_freed_host_memory must override that so the blocks are reused.
 PROBE = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
 from dqn_atari.cli import keep_freed_host_memory
+mallopt = ctypes.CDLL(None).mallopt
+assert mallopt(-1, 128 * 1024) and mallopt(-3, 128 * 1024)  # M_TRIM_/M_MMAP_THRESHOLD
 if sys.argv[1] == "keep":
     assert keep_freed_host_memory()
 def faults():
