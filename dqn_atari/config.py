@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from dqn_atari.envs import AtariOptions
-from dqn_atari.networks import PRECISIONS, bf16_supported
+from dqn_atari.networks import PRECISIONS, bf16_supported, compile_error
 from dqn_atari.preprocessing import Crop
 
 
@@ -112,6 +112,14 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ConfigError(
             f"precision=bf16 needs CUDA with bf16 or a CPU with AVX512-BF16/AMX; {device} has "
             "neither: use precision=fp32"
+        )
+
+
+def check_compile(compile: bool, device: torch.device) -> None:
+    if compile and (reason := compile_error(device)) is not None:
+        raise ConfigError(
+            f"compile=true, but torch.compile does not work on {device} here: "
+            f"{reason}; install a C/C++ compiler or use compile=false"
         )
 
 
@@ -232,7 +240,9 @@ def validate_train(cfg: TrainConfig) -> None:
     if algo.max_grad_norm is not None and algo.max_grad_norm <= 0:
         raise ConfigError(f"algo.max_grad_norm must be > 0 or null, got {algo.max_grad_norm}")
     atari_options(cfg.env)
-    check_precision(cfg.precision, resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    check_compile(cfg.compile, device)
 
 
 def validate_eval(cfg: EvalConfig) -> None:

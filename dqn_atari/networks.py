@@ -53,6 +53,27 @@ def bf16_supported(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def compile_error(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on `device` here, or None when it can.
+
+    Compiles and runs a one-line function. Inductor builds C++ kernels on the CPU and Triton
+    kernels on CUDA, both with a system compiler; without one the first update would fail
+    mid-run, so this is checked before a run starts (a few seconds, cached across runs).
+    """
+    try:
+        probe = torch.compile(lambda x: x * 2.0 + 1.0)
+        result = probe(torch.ones(4, device=device))
+        if not bool((result == 3.0).all()):
+            return "the compiled probe computed a wrong result"
+    except Exception as err:  # any failure of the compiler stack means: cannot compile here
+        # Dynamo wraps the backend's error and appends debugging advice; the cause is the
+        # wrapped exception, or else the first line ("InvalidCxxCompiler: No working C++ ...").
+        inner = getattr(err, "inner_exception", None) or err
+        lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+        return f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
+    return None
+
+
 def q_function(
     net: nn.Module, device: torch.device, precision: str = "fp32", compile: bool = False
 ) -> QFunction:

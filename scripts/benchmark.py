@@ -329,28 +329,30 @@ def main() -> None:
         for precision in precisions
         for compiled in (False, True)
     }
-    # The Nature recipe (RMSProp) in fp32 and bf16, and bf16 with Adam, the optimizer of the
-    # baseline; then N games in worker processes.
-    settings: dict[str, list[str]] = {"fp32": [], "bf16": ["precision=bf16"]}
-    if "bf16" not in precisions:
-        del settings["bf16"]
+    # The Nature recipe (RMSProp) in fp32 and bf16, eager and compiled; the fastest setting
+    # with Adam, the baseline's optimizer; then N games in worker processes.
+    settings: dict[str, list[str]] = {}
+    for precision in precisions:
+        settings[precision] = [f"precision={precision}"]
+        settings[f"{precision}_compiled"] = [f"precision={precision}", "compile=true"]
+    fastest = f"{precisions[-1]}_compiled"
     e2e = {
         "num_envs_1": {
             name: end_to_end_sps(args.game, device, overrides, args.learning_starts, args.e2e_steps)
             for name, overrides in {
                 **settings,
-                f"{precisions[-1]}_adam": [f"precision={precisions[-1]}", "algo.optimizer=adam"],
+                f"{fastest}_adam": [*settings[fastest], "algo.optimizer=adam"],
             }.items()
         },
         f"num_envs_{args.num_envs}": {
             name: end_to_end_sps(
                 args.game,
                 device,
-                [*overrides, f"num_envs={args.num_envs}"],
+                [*settings[name], f"num_envs={args.num_envs}"],
                 args.learning_starts,
                 args.e2e_steps,
             )
-            for name, overrides in settings.items()
+            for name in dict.fromkeys(["fp32", fastest])
         },
     }
     baseline: dict[str, float] | str = "not measured: --no-baseline"

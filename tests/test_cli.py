@@ -199,6 +199,24 @@ def test_cuda_without_cuda_is_an_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "CUDA is not available" in result.stderr
 
 
+def test_compile_without_a_compiler_is_refused_before_the_run(tmp_path: Path) -> None:
+    # A PATH with only the interpreter: inductor finds no g++ to build its kernels with.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    env = {k: v for k, v in os.environ.items() if k not in ("CXX", "CC")}
+    env["PATH"] = str(bin_dir)
+    # Without the check, this run would fail at its first update, after learning_starts.
+    args = ["env=Pong", "compile=true", "total_steps=300", "learning_starts=100"]
+    args += ["buffer_size=1000", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = run([TRAIN, *args], tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("dqn-train: error:")]
+    assert len(lines) == 1 and "No working C++ compiler" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_bad_eval_input_is_one_line_and_exit_2(trained_run: Path, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")

@@ -36,17 +36,31 @@ def _networks() -> tuple[NatureQNetwork, NatureQNetwork]:
 
 
 @pytest.mark.skipif(not bf16_supported(CPU), reason="this CPU has no native bf16")
-def test_bf16_matches_fp32_within_two_percent_of_the_q_scale() -> None:
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_bf16_matches_fp32_within_two_percent_of_the_q_scale(compiled: bool) -> None:
     online, target = _networks()
     batch = _fixed_batch()
     q32 = q_function(online, CPU)(batch.obs_tm1)
-    q16 = q_function(online, CPU, "bf16")(batch.obs_tm1)
+    f32 = td_loss(q_function(online, CPU), q_function(target, CPU), batch, 0.99)
+    learner = Learner(
+        online,
+        make_optimizer("rmsprop", online.parameters(), lr=2.5e-4),
+        LearnerSettings(gamma=0.99),
+        device=CPU,
+        precision="bf16",
+        compile=compiled,
+    )
+    learner.target.load_state_dict(target.state_dict())
+    q16 = q_function(online, CPU, "bf16")(batch.obs_tm1)  # the update's forward
     assert q16.dtype == torch.float32  # TD targets are computed in full precision
     # bf16 keeps 8 bits of mantissa: about 0.4% per operation, under 2% after five layers.
     assert (q16 - q32).abs().max() <= 0.02 * q32.abs().max()
-    f32 = td_loss(q_function(online, CPU), q_function(target, CPU), batch, 0.99)
-    b16 = td_loss(q_function(online, CPU, "bf16"), q_function(target, CPU, "bf16"), batch, 0.99)
-    assert b16.loss.item() == pytest.approx(f32.loss.item(), rel=1e-2)
+    if not compiled:  # acting stays fp32 whatever the update's precision
+        assert torch.equal(learner.q_online(batch.obs_tm1), q32)
+    # update() reports the loss of the weights it starts from, here the fp32 ones above.
+    b16 = learner.update(batch).loss.item()
+    assert b16 == pytest.approx(f32.loss.item(), rel=1e-2)
+    assert b16 != f32.loss.item()  # the update really ran in bf16
 
 
 @pytest.mark.slow
