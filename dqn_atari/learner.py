@@ -97,9 +97,9 @@ class Learner:
 
     `q_online` is the online network's forward as used to act (fp32, compiled with `compile`,
     see `networks.q_function`); `online` / `target` hold the parameters; `precision` applies
-    to the update. With `compile`, the update
-    is compiled as two graphs: the TD loss with both forwards (its backward follows from it),
-    and the optimizer step, which fuses the per-parameter arithmetic of RMSProp into one pass.
+    to the update. With `compile`, the update is compiled as two graphs: the TD loss with both
+    forwards (its backward follows from it), and the optimizer step, which fuses the
+    per-parameter arithmetic of RMSProp into one pass.
     """
 
     def __init__(
@@ -121,11 +121,13 @@ class Learner:
         self.settings = settings
         # The loss is compiled whole rather than from compiled forwards: one graph holds the
         # uint8 scaling, both networks, the gather, the max and the Huber loss.
-        q_online, q_target = (q_function(n, device, precision) for n in (self.online, self.target))
+        learn_online, learn_target = (
+            q_function(net, device, precision) for net in (self.online, self.target)
+        )
         s = settings
 
         def loss(batch: Batch) -> TDLoss:
-            return td_loss(q_online, q_target, batch, s.gamma, s.double, s.huber_delta)
+            return td_loss(learn_online, learn_target, batch, s.gamma, s.double, s.huber_delta)
 
         self._loss: Callable[[Batch], TDLoss] = loss
         self._step: Callable[[], object] = optimizer.step
