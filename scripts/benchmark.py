@@ -1,6 +1,6 @@
 """Throughput of every stage of dqn-atari on this machine, measured in one run.
 
-    python scripts/benchmark.py                      # Breakout on the CPU, about 4 minutes
+    python scripts/benchmark.py                      # Breakout on the CPU, about 7 minutes
     python scripts/benchmark.py --game Pong --device cuda --e2e-steps 20000
 
 Prints one JSON object: raw emulator frames/s, phi'd agent steps/s, replay insert and sample
