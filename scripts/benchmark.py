@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py                      # Breakout on the CPU, about 7 minutes
     python scripts/benchmark.py --game Pong --device cuda --e2e-steps 20000
+    python scripts/benchmark.py --num-envs 2 --rounds 3  # end-to-end figures: medians of 3
 
 Prints one JSON object: raw emulator frames/s, phi'd agent steps/s, replay insert and sample
 rates, learner updates/s (batch 32) for each precision and compile setting, end-to-end dqn-train
@@ -287,6 +288,18 @@ def sb3_dqn_sps(game: str, learning_starts: int, steps: int) -> dict[str, float]
     }
 
 
+def over_rounds(results: list[dict[str, float]]) -> dict[str, Any]:
+    """One setting's figures over the rounds: the median of each rate and time, the largest
+    peak RSS, and each round's agent steps/s when there was more than one round."""
+    figures: dict[str, Any] = {}
+    for key in results[0]:
+        values = [result[key] for result in results]
+        figures[key] = max(values) if key == "peak_rss_bytes" else float(np.median(values))
+    if len(results) > 1:
+        figures["rounds_agent_steps_per_s"] = [r["agent_steps_per_s_learning"] for r in results]
+    return figures
+
+
 def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
     """Run fn(*args) in a new process: compiled code, OpenMP pools and other libraries' state
     would otherwise slow whatever is measured after it."""
@@ -304,10 +317,16 @@ def main() -> None:
     parser.add_argument("--e2e-steps", type=int, default=6000, help="agent steps after learning")
     parser.add_argument("--num-envs", type=int, default=4, help="N for the num_envs=N figures")
     parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="end-to-end runs of each setting, taken in turn; figures are their median",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-baseline", dest="baseline", action="store_false",
         help="skip Stable-Baselines3's DQN (measured only on the CPU)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     device = torch.device(args.device)
     precisions = ["fp32", "bf16"] if bf16_supported(device) else ["fp32"]
 
@@ -336,28 +355,39 @@ def main() -> None:
         settings[precision] = [f"precision={precision}"]
         settings[f"{precision}_compiled"] = [f"precision={precision}", "compile=true"]
     fastest = f"{precisions[-1]}_compiled"
-    e2e = {
-        "num_envs_1": {
-            name: end_to_end_sps(args.game, device, overrides, args.learning_starts, args.e2e_steps)
-            for name, overrides in {
-                **settings,
-                f"{fastest}_adam": [*settings[fastest], "algo.optimizer=adam"],
-            }.items()
-        },
-        f"num_envs_{args.num_envs}": {
-            name: end_to_end_sps(
-                args.game,
-                device,
-                [*settings[name], f"num_envs={args.num_envs}"],
-                args.learning_starts,
-                args.e2e_steps,
-            )
+    e2e_settings: dict[tuple[str, str], list[str]] = {
+        **{("num_envs_1", name): overrides for name, overrides in settings.items()},
+        ("num_envs_1", f"{fastest}_adam"): [*settings[fastest], "algo.optimizer=adam"],
+        **{
+            (f"num_envs_{args.num_envs}", name): [*settings[name], f"num_envs={args.num_envs}"]
             for name in dict.fromkeys(["fp32", fastest])
         },
     }
-    baseline: dict[str, float] | str = "not measured: --no-baseline"
-    if args.baseline and device.type == "cpu":
-        baseline = in_fresh_process(sb3_dqn_sps, args.game, args.learning_starts, args.e2e_steps)
+    # Rounds run every setting (and the baseline) once each, in turn, so that a slow spell of
+    # this shared machine falls on all of them alike instead of on one setting's figure.
+    measured: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in e2e_settings}
+    baseline_runs: list[dict[str, float]] = []
+    measure_baseline = args.baseline and device.type == "cpu"
+    baseline_note = (
+        "not measured: the baseline runs on the CPU only"
+        if args.baseline
+        else "not measured: --no-baseline"
+    )
+    for _ in range(args.rounds):
+        for key, overrides in e2e_settings.items():
+            measured[key].append(
+                end_to_end_sps(args.game, device, overrides, args.learning_starts, args.e2e_steps)
+            )
+        if measure_baseline:
+            result = in_fresh_process(sb3_dqn_sps, args.game, args.learning_starts, args.e2e_steps)
+            if isinstance(result, str):  # stable_baselines3 is not installed
+                baseline_note, measure_baseline = result, False
+            else:
+                baseline_runs.append(result)
+    e2e: dict[str, dict[str, dict[str, Any]]] = {}
+    for (setting, name), results in measured.items():
+        e2e.setdefault(setting, {})[name] = over_rounds(results)
+    baseline = over_rounds(baseline_runs) if baseline_runs else baseline_note
     speedup = {}
     if isinstance(baseline, dict):
         base_sps = baseline["agent_steps_per_s_learning"]
