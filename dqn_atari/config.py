@@ -32,6 +32,7 @@ class EnvConfig:
     crop: list[int] | None = None  # pixels [top, bottom, left, right] of the raw screen
     noop_max: int = MISSING  # emulator frames, random no-ops after reset
     fire_reset: bool = MISSING
+    fire_on_life_loss: bool = MISSING
     terminal_on_life_loss: bool = MISSING
     clip_rewards: bool = MISSING
     sticky_action_prob: float = MISSING

@@ -17,7 +17,7 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
-from ale_py import ALEState, roms
+from ale_py import Action, ALEState, roms
 from ale_py.env import AtariEnv
 
 from dqn_atari.preprocessing import (
@@ -76,6 +76,7 @@ class AtariOptions:
     crop: Crop | None = None  # margins cut from the raw 210x160 screen; None = whole screen
     noop_max: int = 30  # up to this many random no-op emulator frames after each reset
     fire_reset: bool = True  # press FIRE after reset in games that have it (Breakout needs it)
+    fire_on_life_loss: bool = False  # also press FIRE after each lost life (SB3, CleanRL)
     terminal_on_life_loss: bool = False  # a lost life ends the TD target (the game goes on)
     clip_rewards: bool = False  # return sign(reward) as the reward; episode stats stay raw
     sticky_action_prob: float = 0.0  # ALE repeat_action_probability (Machado et al.: 0.25)
@@ -134,9 +135,10 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
         self.ale = self._ale_env.ale
         self._action_set = list(self._ale_env._action_set)
         self._action_meanings = self._ale_env.get_action_meanings()
+        # None in games without FIRE, where both FIRE options do nothing.
         self._fire_action = (
             self._action_set[self._action_meanings.index("FIRE")]
-            if self.options.fire_reset and "FIRE" in self._action_meanings
+            if "FIRE" in self._action_meanings
             else None
         )
         self._noop_action = self._action_set[0]  # ALE puts NOOP first in every action set
@@ -197,7 +199,7 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
                 if self.ale.game_over():
                     self.ale.reset_game()
                     self._episode_return = 0.0
-        if self._fire_action is not None:
+        if self.options.fire_reset and self._fire_action is not None:
             for _ in range(self.options.frame_skip):
                 self._episode_return += self.ale.act(self._fire_action)
         self.ale.getScreenRGB(self._last_rgb)
@@ -206,8 +208,9 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
         self._stacked = reset_stack(self._phi_frame(), self.options.frame_stack)
         return self._stacked, {"lives": self._lives}
 
-    def step(self, action: Any) -> tuple[Frame, SupportsFloat, bool, bool, dict[str, Any]]:
-        ale_action = self._action_set[int(action)]
+    def _repeat(self, ale_action: Action) -> float:
+        """Play `ale_action` for frame_skip emulator frames (fewer when the game ends), keeping
+        the last two screens for phi's max-pool; returns the summed reward."""
         frame_skip = self.options.frame_skip
         reward = 0.0
         frames = 0
@@ -222,13 +225,26 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
         if frame_skip < 2 or frames < frame_skip - 1:
             # No second-to-last frame of this repeat was seen: the max is over one frame.
             np.copyto(self._prev_rgb, self._last_rgb)
+        return reward
+
+    def step(self, action: Any) -> tuple[Frame, SupportsFloat, bool, bool, dict[str, Any]]:
+        reward = self._repeat(self._action_set[int(action)])
+        lives = self.ale.lives()
+        life_lost = lives < self._lives
+        self._lives = lives
+        if (
+            life_lost
+            and self.options.fire_on_life_loss
+            and self._fire_action is not None
+            and not self.ale.game_over(with_truncation=True)
+        ):
+            # Games like Breakout wait for FIRE to serve again after a lost life. Pressed here,
+            # within the same agent step, so the observation shows the game already going on.
+            reward += self._repeat(self._fire_action)
         self._stacked = push_frame(self._stacked, self._phi_frame())
 
         terminated = bool(self.ale.game_over(with_truncation=False))
         truncated = bool(self.ale.game_truncated()) and not terminated
-        lives = self.ale.lives()
-        life_lost = lives < self._lives
-        self._lives = lives
         self._episode_return += reward
         self._episode_steps += 1
         info: dict[str, Any] = {

@@ -98,6 +98,7 @@ def test_default_config_is_the_nature_recipe() -> None:
     assert env.terminal_on_life_loss is True
     assert env.clip_rewards is True
     assert env.fire_reset is True
+    assert env.fire_on_life_loss is False  # Nature presses FIRE on reset only
     assert env.sticky_action_prob == 0.0
     assert env.full_action_space is False
     assert conf.eval_max_episode_frames == 18_000  # 5 minutes at 60 Hz

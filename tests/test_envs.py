@@ -334,6 +334,29 @@ def test_fire_on_reset_launches_the_ball_in_breakout() -> None:
     idle.close()
 
 
+def test_fire_on_life_loss_serves_each_ball_in_breakout() -> None:
+    # A NOOP paddle misses every ball. Breakout waits for FIRE after a lost life: without the
+    # option the game stands still with 4 lives left; with it each ball is served in turn and
+    # lost, until the game is over.
+    waits = make_atari_env("Breakout", seed=0, noop_max=0)
+    serves = make_atari_env("Breakout", seed=0, noop_max=0, fire_on_life_loss=True)
+    waits.reset()
+    serves.reset()
+    waiting = play(waits, [0] * 1500)
+    serving = play(serves, [0] * 1500)
+    assert [info["lives"] for *_, info in waiting if info["life_lost"]] == [4]
+    assert len(waiting) == 1500 and not waiting[-1][2]
+    assert [info["lives"] for *_, info in serving if info["life_lost"]] == [4, 3, 2, 1, 0]
+    assert serving[-1][2] and serving[-1][4]["lives"] == 0  # terminated: game over
+    # Both games are the same up to the first lost life; that step differs: FIRE was pressed.
+    first = next(i for i, (*_, info) in enumerate(serving) if info["life_lost"])
+    for (obs_w, *_), (obs_s, *_) in zip(waiting[:first], serving[:first], strict=True):
+        np.testing.assert_array_equal(obs_w, obs_s)
+    assert not np.array_equal(waiting[first][0], serving[first][0])
+    waits.close()
+    serves.close()
+
+
 def test_fire_reset_is_skipped_in_games_without_fire() -> None:
     env = make_atari_env("Freeway", seed=0, noop_max=0, fire_reset=True)
     env.reset()
