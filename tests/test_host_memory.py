@@ -12,8 +12,9 @@ import pytest
 # as a process frees memory, so a bare process would start wherever its imports left them).
 # There each block is mapped and unmapped, and each repeat faults all 25,600 pages in again;
 # keep_freed_host_memory must override that so the blocks are reused. With it, the heap may
-# still grow once while glibc settles where the blocks go (one 20 MB block, 5,120 pages, in about
-# one run in eight here), but never again per repeat.
+# still grow during the first three repeats while glibc settles where the blocks go (one 20 MB
+# block, 5,120 pages, in about one run in five here); five repeats come before the count, which
+# then measured 0 faults in 40 of 40 runs. The bound still allows one such growth.
 PROBE = """
 import ctypes, resource, sys, torch
 from dqn_atari.cli import keep_freed_host_memory
@@ -26,8 +27,8 @@ def faults():
 def update_like():
     blocks = [torch.ones(5 * 1024 * 1024) for _ in range(5)]
     del blocks
-update_like()
-update_like()
+for _ in range(5):
+    update_like()
 before = faults()
 for _ in range(10):
     update_like()
