@@ -66,8 +66,14 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             os.close(dir_fd)
 
 
-def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Read a dqn-atari checkpoint; every failure is a CheckpointError with a one-line reason."""
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a dqn-atari checkpoint into host memory; every failure is a CheckpointError with a
+    one-line reason.
+
+    Always onto the CPU, whatever device wrote it: host-side state (the game's frames, RNG
+    states) must stay numpy-convertible, and each component moves what lives on the training
+    device there itself (`load_state_dict` of modules and optimizers copies onto their device).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / LATEST
@@ -79,7 +85,7 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
             "(truncated or corrupt?)"
         )
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"refused checkpoint {path}: it would build Python objects when loaded; only tensors "

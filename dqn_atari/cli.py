@@ -387,7 +387,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=conf.keep_checkpoints)
     resumed: dict[str, Any] | None = None
     if conf.resume is not None:
-        resumed = load_checkpoint(checkpoints.latest, map_location=device)
+        resumed = load_checkpoint(checkpoints.latest)
     elif checkpoints.latest.exists():
         raise ConfigError(
             f"{run_dir} already holds a run; continue it with resume={run_dir} "
@@ -624,7 +624,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     conf: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate_eval(conf)
     device = resolve_device(conf.device)
-    ckpt = load_checkpoint(conf.checkpoint, map_location=device)
+    ckpt = load_checkpoint(conf.checkpoint)
     try:
         options = replace(
             _options_from_dict(ckpt["env_options"]),
