@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import json
 import random
 import re
@@ -29,7 +28,6 @@ import cv2
 import hydra
 import numpy as np
 import torch
-from gymnasium.vector import AsyncVectorEnv
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
@@ -78,9 +76,9 @@ from dqn_atari.loop import (
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork, q_function
 from dqn_atari.preprocessing import Crop
-from dqn_atari.replay import ReplayMemory, ReplayMemoryError, check_fits
+from dqn_atari.replay import ReplayMemory, ReplayMemoryError, ReplaySet, check_fits
 from dqn_atari.schedules import LinearSchedule
-from dqn_atari.vector import ReplaySet, make_vector_env, train_vector
+from dqn_atari.vector import Games, make_games
 
 
 def find_config_dir() -> Path:
@@ -410,11 +408,53 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
                 file=sys.stderr,
             )
             return 0
-    # A resumed run without its replay memory opens a fresh game, seeded by the step reached.
-    # With num_envs > 1 this one only describes the game; the N games run in worker processes.
+    game = resolve_game(conf.env.game)
+    if resumed is not None and resumed.get("game") != game:
+        raise CheckpointError(
+            f"checkpoint {checkpoints.latest} was trained on {resumed.get('game')}, not {game}; "
+            "use a checkpoint of this game"
+        )
+    saved_replay = checkpoints.replay_of(resumed) if resumed is not None else None
+    game_states: list[dict[str, Any]] | None = None
+    if resumed is not None and saved_replay is not None:
+        # The replay and the games it was filled from continue exactly where they stopped.
+        saved_env = resumed["env"]
+        game_states = saved_env if isinstance(saved_env, list) else [saved_env]
+    # A resumed run without its replay memory opens fresh games, seeded by the step reached.
+    games = make_games(conf.env.game, options, conf.seed + state.step, conf.num_envs, game_states)
+    try:
+        return _run_with_games(
+            conf,
+            cfg,
+            run_dir,
+            device,
+            options,
+            checkpoints,
+            resumed,
+            saved_replay,
+            state,
+            rng,
+            games,
+        )
+    finally:
+        games.close()
+
+
+def _run_with_games(
+    conf: TrainConfig,
+    cfg: DictConfig,
+    run_dir: Path,
+    device: torch.device,
+    options: AtariOptions,
+    checkpoints: CheckpointManager,
+    resumed: dict[str, Any] | None,
+    saved_replay: Path | None,
+    state: TrainState,
+    rng: np.random.Generator,
+    games: Games,
+) -> int:
     vector = conf.num_envs > 1
-    env = AtariPhiEnv(conf.env.game, options, seed=conf.seed + state.step)
-    num_actions = env.num_actions
+    num_actions = games.num_actions
     network = NatureQNetwork(num_actions, options.frame_stack, options.screen_size).to(device)
     algo = conf.algo
     optimizer = make_optimizer(
@@ -455,10 +495,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         )
     )
     start_obs: np.ndarray | None = None
-    game_states: list[dict[str, Any]] | None = None  # num_envs > 1: the N games to continue
     resume_note = ""
     if resumed is not None:
-        check_compatible(resumed, env.game, num_actions, f"checkpoint {checkpoints.latest}")
+        check_compatible(resumed, games.game, num_actions, f"checkpoint {checkpoints.latest}")
         if resumed.get("num_envs", 1) != conf.num_envs:
             raise CheckpointError(
                 f"checkpoint {checkpoints.latest} was written with num_envs="
@@ -467,21 +506,16 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         try:
             learner.load_state_dict(resumed["learner"])
             _restore_rng(resumed["rng"], rng)
-            saved_replay = checkpoints.replay_of(resumed)
             if saved_replay is not None:
-                # The replay and the game it was filled from continue exactly where they stopped.
                 replay.load(saved_replay)
-                if vector:
-                    game_states = list(resumed["env"])
-                else:
-                    start_obs = env.load_state_dict(resumed["env"])
+                start_obs = games.observations()
         except (CheckpointError, ReplayMemoryError):
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(
                 f"checkpoint {checkpoints.latest} does not fit this run: {_first_line(err)}"
             ) from None
-        if start_obs is not None or game_states is not None:
+        if start_obs is not None:
             resume_note = (
                 f"resumed {run_dir} at agent step {state.step:,} with its replay memory "
                 f"({len(replay):,} transitions)"
@@ -500,7 +534,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         conf.total_steps,
         start_step=state.step,
         progress_interval_s=conf.progress_interval_s,
-        label=f"[{env.display_name}] ",
+        label=f"[{games.display_name}] ",
     )
     if resume_note:
         metrics.message(resume_note)
@@ -517,9 +551,9 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         checkpoints.save(
             {
                 "format": FORMAT,
-                "game": env.game,
+                "game": games.game,
                 "num_actions": num_actions,
-                "action_meanings": env.action_meanings,
+                "action_meanings": games.action_meanings,
                 "env_options": _options_dict(options),
                 "config": OmegaConf.to_container(cfg, resolve=True),
                 "overrides": overrides,
@@ -527,7 +561,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
                 "learner": learner.state_dict(),
                 "rng": _rng_state(rng),
                 "num_envs": conf.num_envs,
-                "env": list(envs.call("state_dict")) if envs is not None else env.state_dict(),
+                "env": games.state_dicts() if vector else games.state_dicts()[0],
             },
             current.step,
             periodic,
@@ -557,21 +591,11 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         finally:
             eval_env.close()
 
-    envs: AsyncVectorEnv | None = None
-    if vector:
-        env.close()
-        envs = make_vector_env(
-            conf.env.game, options, conf.seed + state.step, conf.num_envs, game_states
-        )
-        if game_states is not None:
-            start_obs = np.stack(envs.get_attr("last_observation"))
     stop = StopFlag()
     stop.install()
-    run_loop = (
-        functools.partial(train_vector, envs) if envs is not None else functools.partial(train, env)
-    )
     try:
-        state = run_loop(
+        state = train(
+            games=games,
             learner=learner,
             replay=replay,
             epsilon=LinearSchedule(
@@ -603,9 +627,6 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
     finally:
         stop.restore()
         metrics.close()
-        env.close()
-        if envs is not None:
-            envs.close()
     if state.stopped_by is not None:
         metrics.message(
             f"stopped by {state.stopped_by} at agent step {state.step:,}; checkpoint saved. "

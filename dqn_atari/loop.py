@@ -1,4 +1,5 @@
-"""The training loop (act -> store -> learn every k -> sync -> log -> checkpoint) and evaluation.
+"""The training loop for N >= 1 games (act -> store -> learn every k -> sync -> log ->
+checkpoint), and evaluation.
 
 Everything here is handed in already built (see `cli.py`): the loop only moves data in one
 direction, env -> replay -> learner -> metrics.
@@ -9,17 +10,37 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from dqn_atari.envs import AtariPhiEnv
 from dqn_atari.learner import Learner
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import QFunction
-from dqn_atari.replay import Batch, ReplayMemory
+from dqn_atari.replay import Batch
 from dqn_atari.schedules import LinearSchedule
+from dqn_atari.vector import Games
+
+
+class Replay(Protocol):
+    """What the loop needs of a replay memory (see replay.py)."""
+
+    def start(self, frames: npt.NDArray[np.uint8]) -> None: ...
+
+    def add_step(
+        self,
+        actions: npt.NDArray[np.int64],
+        rewards: npt.NDArray[np.float64],
+        td_terminal: npt.NDArray[np.bool_],
+        ended: npt.NDArray[np.bool_],
+        final_frames: npt.NDArray[np.uint8],
+        next_frames: npt.NDArray[np.uint8],
+    ) -> None: ...
+
+    def sample(self, batch_size: int) -> Batch: ...
 
 
 @dataclass(frozen=True)
@@ -54,20 +75,29 @@ class TrainState:
         }
 
 
-def select_action(
+def select_actions(
     network: QFunction,
-    obs: np.ndarray,
+    obs: npt.NDArray[np.uint8],
     epsilon: float,
     num_actions: int,
     rng: np.random.Generator,
     device: torch.device,
-) -> int:
-    """Epsilon-greedy: a uniform action with probability epsilon, else argmax Q(obs, .)."""
-    if rng.random() < epsilon:
-        return int(rng.integers(num_actions))
-    with torch.no_grad():
-        q = network(torch.from_numpy(obs).to(device)[None])
-    return int(q.argmax(dim=1)[0])  # one host sync per step: the emulator needs the action
+) -> npt.NDArray[np.int64]:
+    """Epsilon-greedy for N games: each explores with probability epsilon, the others take
+    argmax Q(obs, .) from one forward pass over all N. With N = 1 this draws exactly what the
+    single-game rule "explore, else argmax" draws, so the Nature loop is unchanged."""
+    n = obs.shape[0]
+    explore: npt.NDArray[np.bool_] = np.asarray(rng.random(n) < epsilon)
+    actions = np.zeros(n, np.int64)
+    if explore.any():
+        actions[explore] = rng.integers(num_actions, size=int(explore.sum()))
+    if not explore.all():
+        with torch.no_grad():
+            q = network(torch.from_numpy(obs).to(device))
+        # The one host sync of a vector step: the emulators need the actions.
+        greedy = q.argmax(dim=1).cpu().numpy()
+        actions[~explore] = greedy[~explore]
+    return actions
 
 
 @dataclass(frozen=True)
@@ -115,7 +145,7 @@ def evaluate(
         if on_frame is not None:
             on_frame(episode, env.render())  # type: ignore[arg-type]
         while True:
-            action = select_action(network, obs, epsilon, num_actions, rng, device)
+            action = select_actions(network, obs[None], epsilon, num_actions, rng, device)[0]
             obs, _reward, terminated, truncated, info = env.step(action)
             if on_frame is not None:
                 on_frame(episode, env.render())  # type: ignore[arg-type]
@@ -165,7 +195,7 @@ class Bookkeeper:
     ) -> None:
         self.learner = learner
         self.sample = sample
-        self.s = settings
+        self.settings = settings
         self.metrics = metrics
         self.state = state
         self.save_checkpoint = save_checkpoint
@@ -176,21 +206,24 @@ class Bookkeeper:
         self.updates_since_log = 0
         self.saved_at = -1
 
-    def learn(self, step: int) -> None:
-        """The learner's share of agent step `step`: an update every train_every, a sync."""
-        s, state = self.s, self.state
-        if step > state.learn_from_step and step % s.train_every == 0:
-            out = self.learner.update(self.sample(s.batch_size))
-            self.loss_sum += out.loss
-            self.q_sum += out.q_mean
-            self.updates_since_log += 1
-            state.updates += 1
-        if step % s.target_update_interval == 0:
-            self.learner.sync_target()
+    def train_learner(self, previous: int, step: int) -> None:
+        """The learner's share of agent steps (previous, step]: one update every train_every
+        agent steps after learn_from_step, and the target syncs, in agent-step order."""
+        s, state = self.settings, self.state
+        for t in range(previous + 1, step + 1):
+            if t > state.learn_from_step and t % s.train_every == 0:
+                out = self.learner.update(self.sample(s.batch_size))
+                self.loss_sum += out.loss
+                self.q_sum += out.q_mean
+                self.updates_since_log += 1
+                state.updates += 1
+            if t % s.target_update_interval == 0:
+                self.learner.sync_target()
 
-    def after(self, previous: int, step: int, epsilon: float) -> bool:
-        """Periodic work due in (previous, step]; True when the run must stop now."""
-        s, state, metrics = self.s, self.state, self.metrics
+    def end_of_step(self, previous: int, step: int, epsilon: float) -> bool:
+        """Logs, evaluation, checkpoints and stop requests due in (previous, step]; returns True
+        when the run must stop now (a checkpoint is written first)."""
+        s, state, metrics = self.settings, self.state, self.metrics
         if crossed(previous, step, s.log_interval):
             metrics.speed(step, epsilon)
             if self.updates_since_log:
@@ -218,9 +251,9 @@ class Bookkeeper:
 
 
 def train(
-    env: AtariPhiEnv,
+    games: Games,
     learner: Learner,
-    replay: ReplayMemory,
+    replay: Replay,
     epsilon: LinearSchedule,
     settings: LoopSettings,
     metrics: Metrics,
@@ -230,43 +263,52 @@ def train(
     save_checkpoint: Callable[[TrainState, bool], None],
     evaluate_at: Callable[[int], EvalResult] | None = None,
     stop_requested: Callable[[], str | None] = lambda: None,
-    start_obs: np.ndarray | None = None,
+    start_obs: npt.NDArray[np.uint8] | None = None,
 ) -> TrainState:
     """Run from `state.step` to `settings.total_steps`; returns the final state.
+
+    Each vector step: act in all N games -> store their transitions -> learn. Every count is in
+    agent steps summed over the games, so the replay ratio (one update of `batch_size` per
+    `train_every` agent steps), epsilon, target syncs, logs, evaluations and checkpoints do not
+    depend on N. With games in worker processes (`games.overlaps`), the updates that fall due
+    run while the workers emulate, from the memory as it was before this step's transitions;
+    in-process (N = 1) they run after the store: the exact Nature order.
 
     `save_checkpoint(state, periodic)` is called every `checkpoint_interval` agent steps and at
     the end. `evaluate_at(step)` runs every `eval_interval` agent steps; it must not draw from
     `rng`, so that evaluating never changes the course of training. `stop_requested()`
-    returning a signal name ends the run early, with a checkpoint. `start_obs` continues a game
-    whose environment and replay memory were restored; without it the loop starts a new game.
+    returning a signal name ends the run early, with a checkpoint. `start_obs` continues games
+    whose state and replay memory were restored; without it the loop starts new games.
     """
-    num_actions = env.num_actions
-    online = learner.q_online
+    n = games.num_envs
     book = Bookkeeper(
         learner, replay.sample, settings, metrics, state, device,
         save_checkpoint, evaluate_at, stop_requested,
     )  # fmt: skip
     if start_obs is None:
-        obs, _ = env.reset()
-        replay.start_episode(obs[-1])
+        obs = games.reset()
+        replay.start(obs[:, -1])
     else:
         obs = start_obs
 
     while state.step < settings.total_steps:
-        eps = epsilon(state.step)
-        action = select_action(online, obs, eps, num_actions, rng, device)
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        state.step += 1
-        episode_end = terminated or truncated
-        replay.add(action, float(reward), bool(info["td_terminal"]), episode_end, next_obs[-1])
-        if episode_end:
+        previous = state.step
+        eps = epsilon(previous)
+        actions = select_actions(learner.q_online, obs, eps, games.num_actions, rng, device)
+        games.step_async(actions)
+        if games.overlaps:
+            book.train_learner(previous, previous + n)
+        out = games.step_wait()
+        state.step = previous + n
+        replay.add_step(
+            actions, out.rewards, out.td_terminal, out.ended, out.final_frames, out.next_obs[:, -1]
+        )
+        for i in np.flatnonzero(out.ended):
             state.episodes += 1
-            metrics.episode(state.step, info["episode"]["r"], info["episode"]["l"])
-            obs, _ = env.reset()
-            replay.start_episode(obs[-1])
-        else:
-            obs = next_obs
-        book.learn(state.step)
-        if book.after(state.step - 1, state.step, eps):
+            metrics.episode(state.step, float(out.episode_returns[i]), int(out.episode_lengths[i]))
+        obs = out.next_obs
+        if not games.overlaps:
+            book.train_learner(previous, state.step)
+        if book.end_of_step(previous, state.step, eps):
             break
     return state

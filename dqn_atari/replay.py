@@ -21,6 +21,7 @@ At 1M slots the ring holds 1M * (84*84 + 17) bytes = 7.07 GB, against 28-56 GB f
 
 from __future__ import annotations
 
+import json
 import os
 from collections import deque
 from pathlib import Path
@@ -245,6 +246,31 @@ class ReplayMemory:
         else:
             self._pending_step = step
 
+    def start(self, frames: npt.NDArray[np.uint8]) -> None:
+        """The newest frame of each game's first observation, (1, H, W)."""
+        assert frames.shape[0] == 1, frames.shape
+        self.start_episode(frames[0])
+
+    def add_step(
+        self,
+        actions: npt.NDArray[np.int64],
+        rewards: npt.NDArray[np.float64],
+        td_terminal: npt.NDArray[np.bool_],
+        ended: npt.NDArray[np.bool_],
+        final_frames: npt.NDArray[np.uint8],
+        next_frames: npt.NDArray[np.uint8],
+    ) -> None:
+        """One vector step of one game (see ReplaySet.add_step)."""
+        self.add(
+            int(actions[0]),
+            float(rewards[0]),
+            bool(td_terminal[0]),
+            bool(ended[0]),
+            final_frames[0],
+        )
+        if ended[0]:
+            self.start_episode(next_frames[0])
+
     def _window(self) -> tuple[int, int]:
         """Absolute [first, stop) of the slots that may start a sampled transition."""
         oldest = max(0, self._written - self.capacity)
@@ -292,3 +318,74 @@ class ReplayMemory:
             discount_t=(~terminal).float(),
             obs_t=frames[batch_size:],
         )
+
+
+class ReplaySet:
+    """One replay ring per game; a batch draws from the rings in proportion to their sizes."""
+
+    def __init__(
+        self,
+        num_rings: int,
+        capacity: int,
+        frame_shape: tuple[int, int],
+        stack: int,
+        device: torch.device | str,
+        seed: int,
+    ) -> None:
+        per_ring = capacity // num_rings
+        self.rings = [
+            ReplayMemory(per_ring, frame_shape, stack, device, seed=seed + i)
+            for i in range(num_rings)
+        ]
+        # Host-side split of each batch among the rings: no device sync to decide it.
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(ring.nbytes for ring in self.rings)
+
+    def __len__(self) -> int:
+        return sum(len(ring) for ring in self.rings)
+
+    def sample(self, batch_size: int) -> Batch:
+        sizes = np.array([len(ring) for ring in self.rings], dtype=float)
+        if sizes.sum() == 0:
+            raise ReplayMemoryError("cannot sample from an empty replay memory")
+        counts = self._rng.multinomial(batch_size, sizes / sizes.sum())
+        parts = [ring.sample(int(k)) for ring, k in zip(self.rings, counts, strict=True) if k]
+        return Batch(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+    def start(self, frames: npt.NDArray[np.uint8]) -> None:
+        for ring, frame in zip(self.rings, frames, strict=True):
+            ring.start_episode(frame)
+
+    def add_step(
+        self,
+        actions: npt.NDArray[np.int64],
+        rewards: npt.NDArray[np.float64],
+        td_terminal: npt.NDArray[np.bool_],
+        ended: npt.NDArray[np.bool_],
+        final_frames: npt.NDArray[np.uint8],
+        next_frames: npt.NDArray[np.uint8],
+    ) -> None:
+        """One vector step: game i's transition, and where it ended, its next first frame."""
+        for i, ring in enumerate(self.rings):
+            ring.add(
+                int(actions[i]),
+                float(rewards[i]),
+                bool(td_terminal[i]),
+                bool(ended[i]),
+                final_frames[i],
+            )
+            if ended[i]:
+                ring.start_episode(next_frames[i])
+
+    def save(self, directory: Path) -> None:
+        for i, ring in enumerate(self.rings):
+            ring.save(directory / f"ring_{i}")
+        (directory / "set.json").write_text(json.dumps({"rng": self._rng.bit_generator.state}))
+
+    def load(self, directory: Path) -> None:
+        for i, ring in enumerate(self.rings):
+            ring.load(directory / f"ring_{i}")
+        self._rng.bit_generator.state = json.loads((directory / "set.json").read_text())["rng"]

@@ -1,172 +1,209 @@
-"""N games at once: subprocess workers, one batched forward to act, learning while they play.
+"""N games behind one interface: the training loop steps them together, whatever N is.
 
-`num_envs=1` keeps the exact Nature loop (`loop.train`). With N > 1, `train_vector` steps N
+`num_envs=1` plays the one game in the training process itself (`InProcessGames`), so the loop
+keeps the exact Nature order act -> store -> learn. With N > 1, `WorkerGames` steps N
 `AtariPhiEnv` games in worker processes (gymnasium's AsyncVectorEnv, so phi is the project's
-own), picks all N actions with one forward pass, and runs the learner updates that fall due in
-those N agent steps while the workers emulate them (`step_async` ... `step_wait`). Every count
-(total_steps, learning_starts, epsilon, target sync, checkpoints, evaluation) is in agent steps
-summed over the N games, and the replay ratio stays one update of `batch_size` per
-`train_every` agent steps. Each game writes its own replay ring, so stacks never mix games.
+own); `step_async` returns at once, and the loop runs the learner updates that fall due while
+the workers emulate. Either way a vector step hands back one `VectorStep` of arrays over the N
+games, with same-step autoreset: a game that ended has already started its next episode.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-import torch
+import numpy.typing as npt
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
 from dqn_atari.envs import AtariOptions, AtariPhiEnv
-from dqn_atari.learner import Learner
-from dqn_atari.loop import Bookkeeper, EvalResult, LoopSettings, TrainState
-from dqn_atari.metrics import Metrics
-from dqn_atari.networks import QFunction
-from dqn_atari.replay import Batch, ReplayMemory, ReplayMemoryError
-from dqn_atari.schedules import LinearSchedule
+
+Frames = npt.NDArray[np.uint8]
 
 
-def make_vector_env(
+class VectorStep(NamedTuple):
+    """One agent step of each of N games, as arrays over the games."""
+
+    next_obs: Frames  # (N, stack, H, W); where a game ended, the next game's first observation
+    rewards: npt.NDArray[np.float64]  # (N,) as the learner sees them (clipped when training)
+    td_terminal: npt.NDArray[np.bool_]  # (N,) the TD target must not bootstrap past this step
+    ended: npt.NDArray[np.bool_]  # (N,) terminated or truncated: the game was reset
+    final_frames: Frames  # (N, H, W) newest frame of the observation the action led to
+    episode_returns: npt.NDArray[np.float64]  # (N,) raw return of each game that ended, else 0
+    episode_lengths: npt.NDArray[np.int64]  # (N,) agent steps of each game that ended, else 0
+
+
+class Games(Protocol):
+    """N games stepped together (see InProcessGames, WorkerGames)."""
+
+    num_envs: int
+    num_actions: int
+    game: str  # ALE ROM id
+    display_name: str
+    action_meanings: list[str]
+    # True when the games play in other processes between step_async and step_wait, so the
+    # caller's work in between overlaps with emulation.
+    overlaps: bool
+
+    def reset(self) -> Frames: ...
+
+    def observations(self) -> Frames: ...
+
+    def step_async(self, actions: npt.NDArray[np.int64]) -> None: ...
+
+    def step_wait(self) -> VectorStep: ...
+
+    def state_dicts(self) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessGames:
+    """Games played one after another in this process; each is a gymnasium-style env whose info
+    carries `td_terminal`, and `episode` (`r`, `l`) when it ends (AtariPhiEnv's contract)."""
+
+    overlaps = False
+
+    def __init__(self, envs: list[Any]) -> None:
+        self.envs = envs
+        self.num_envs = len(envs)
+        first = envs[0]
+        self.num_actions = int(first.num_actions)
+        self.game = str(getattr(first, "game", type(first).__name__))
+        self.display_name = str(getattr(first, "display_name", self.game))
+        self.action_meanings = list(getattr(first, "action_meanings", []))
+        self._obs: Frames | None = None
+        self._actions: npt.NDArray[np.int64] | None = None
+
+    def reset(self) -> Frames:
+        self._obs = np.stack([env.reset()[0] for env in self.envs])
+        return self._obs
+
+    def observations(self) -> Frames:
+        """The current observations (after `reset`, a step, or a restored state)."""
+        if self._obs is None:
+            self._obs = np.stack([env.last_observation for env in self.envs])
+        return self._obs
+
+    def step_async(self, actions: npt.NDArray[np.int64]) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> VectorStep:
+        assert self._actions is not None, "step_async first"
+        n = self.num_envs
+        next_obs, final_frames = [], []
+        rewards = np.zeros(n, np.float64)
+        td_terminal = np.zeros(n, np.bool_)
+        ended = np.zeros(n, np.bool_)
+        returns = np.zeros(n, np.float64)
+        lengths = np.zeros(n, np.int64)
+        for i, env in enumerate(self.envs):
+            obs, reward, terminated, truncated, info = env.step(int(self._actions[i]))
+            rewards[i] = float(reward)
+            td_terminal[i] = bool(info["td_terminal"])
+            final_frames.append(obs[-1])
+            if terminated or truncated:
+                ended[i] = True
+                returns[i] = float(info["episode"]["r"])
+                lengths[i] = int(info["episode"]["l"])
+                obs, _ = env.reset()
+            next_obs.append(obs)
+        self._actions = None
+        self._obs = np.stack(next_obs)
+        return VectorStep(
+            self._obs, rewards, td_terminal, ended, np.stack(final_frames), returns, lengths
+        )
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        return [env.state_dict() for env in self.envs]
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+class WorkerGames:
+    """N AtariPhiEnv games in worker processes, stepped with one batched call."""
+
+    overlaps = True
+
+    def __init__(
+        self,
+        game: str,
+        options: AtariOptions,
+        seed: int,
+        num_envs: int,
+        states: list[dict[str, Any]] | None = None,
+    ) -> None:
+        fns = [
+            functools.partial(
+                AtariPhiEnv, game, options, seed + i, None, None if states is None else states[i]
+            )
+            for i in range(num_envs)
+        ]
+        # forkserver: workers start from a clean process, not a fork of one whose torch and
+        # OpenCV thread pools are already running.
+        self.envs = AsyncVectorEnv(
+            fns, autoreset_mode=AutoresetMode.SAME_STEP, context="forkserver"
+        )
+        self.num_envs = num_envs
+        self.num_actions = int(self.envs.single_action_space.n)  # type: ignore[attr-defined]
+        self.game = str(self.envs.get_attr("game")[0])
+        self.display_name = str(self.envs.get_attr("display_name")[0])
+        self.action_meanings = list(self.envs.get_attr("action_meanings")[0])
+
+    def reset(self) -> Frames:
+        obs, _ = self.envs.reset()
+        return obs
+
+    def observations(self) -> Frames:
+        return np.stack(self.envs.get_attr("last_observation"))
+
+    def step_async(self, actions: npt.NDArray[np.int64]) -> None:
+        self.envs.step_async(actions)
+
+    def step_wait(self) -> VectorStep:
+        next_obs, rewards, terminated, truncated, infos = self.envs.step_wait()
+        ended = np.logical_or(terminated, truncated)
+        td_terminal = np.asarray(infos["td_terminal"], np.bool_)
+        final_frames = next_obs[:, -1].copy()
+        returns = np.zeros(self.num_envs, np.float64)
+        lengths = np.zeros(self.num_envs, np.int64)
+        if ended.any():
+            # Same-step autoreset: an ended game's own last step is in final_obs / final_info.
+            final = infos["final_info"]
+            td_terminal = np.where(ended, np.asarray(final["td_terminal"], np.bool_), td_terminal)
+            for i in np.flatnonzero(ended):
+                final_frames[i] = infos["final_obs"][i][-1]
+            returns = np.where(ended, np.asarray(final["episode"]["r"], np.float64), 0.0)
+            lengths = np.where(ended, np.asarray(final["episode"]["l"], np.int64), 0)
+        return VectorStep(
+            next_obs,
+            np.asarray(rewards, np.float64),
+            td_terminal,
+            ended,
+            final_frames,
+            returns,
+            lengths,
+        )
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        return list(self.envs.call("state_dict"))
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def make_games(
     game: str,
     options: AtariOptions,
     seed: int,
     num_envs: int,
     states: list[dict[str, Any]] | None = None,
-) -> AsyncVectorEnv:
-    """N games in worker processes; game i is seeded `seed + i`, or continues `states[i]`."""
-    fns = [
-        functools.partial(
-            AtariPhiEnv, game, options, seed + i, None, None if states is None else states[i]
-        )
-        for i in range(num_envs)
-    ]
-    # forkserver: workers start from a clean process, not a fork of one whose torch and
-    # OpenCV thread pools are already running.
-    return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="forkserver")
-
-
-class ReplaySet:
-    """One replay ring per game; a batch draws from the rings in proportion to their sizes."""
-
-    def __init__(
-        self,
-        num_rings: int,
-        capacity: int,
-        frame_shape: tuple[int, int],
-        stack: int,
-        device: torch.device | str,
-        seed: int,
-    ) -> None:
-        per_ring = capacity // num_rings
-        self.rings = [
-            ReplayMemory(per_ring, frame_shape, stack, device, seed=seed + i)
-            for i in range(num_rings)
-        ]
-        # Host-side split of each batch among the rings: no device sync to decide it.
-        self._rng = np.random.default_rng(seed)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(ring.nbytes for ring in self.rings)
-
-    def __len__(self) -> int:
-        return sum(len(ring) for ring in self.rings)
-
-    def sample(self, batch_size: int) -> Batch:
-        sizes = np.array([len(ring) for ring in self.rings], dtype=float)
-        if sizes.sum() == 0:
-            raise ReplayMemoryError("cannot sample from an empty replay memory")
-        counts = self._rng.multinomial(batch_size, sizes / sizes.sum())
-        parts = [ring.sample(int(k)) for ring, k in zip(self.rings, counts, strict=True) if k]
-        return Batch(*(torch.cat(field) for field in zip(*parts, strict=True)))
-
-    def save(self, directory: Path) -> None:
-        for i, ring in enumerate(self.rings):
-            ring.save(directory / f"ring_{i}")
-        (directory / "set.json").write_text(json.dumps({"rng": self._rng.bit_generator.state}))
-
-    def load(self, directory: Path) -> None:
-        for i, ring in enumerate(self.rings):
-            ring.load(directory / f"ring_{i}")
-        self._rng.bit_generator.state = json.loads((directory / "set.json").read_text())["rng"]
-
-
-def select_actions(
-    network: QFunction,
-    obs: np.ndarray,
-    epsilon: float,
-    num_actions: int,
-    rng: np.random.Generator,
-    device: torch.device,
-) -> np.ndarray:
-    """Epsilon-greedy for N games: the greedy ones share one forward pass."""
-    n = obs.shape[0]
-    explore = np.asarray(rng.random(n) < epsilon)
-    actions = np.asarray(rng.integers(num_actions, size=n))
-    if not explore.all():
-        with torch.no_grad():
-            greedy = network(torch.from_numpy(obs).to(device)).argmax(dim=1).cpu().numpy()
-        actions = np.where(explore, actions, greedy)
-    return actions
-
-
-def train_vector(
-    envs: AsyncVectorEnv,
-    learner: Learner,
-    replay: ReplaySet,
-    epsilon: LinearSchedule,
-    settings: LoopSettings,
-    metrics: Metrics,
-    state: TrainState,
-    rng: np.random.Generator,
-    device: torch.device,
-    save_checkpoint: Callable[[TrainState, bool], None],
-    evaluate_at: Callable[[int], EvalResult] | None = None,
-    stop_requested: Callable[[], str | None] = lambda: None,
-    start_obs: np.ndarray | None = None,
-) -> TrainState:
-    """`loop.train` for N games; periodic work happens when its interval is crossed."""
-    n = envs.num_envs
-    num_actions = int(envs.single_action_space.n)  # type: ignore[attr-defined]
-    book = Bookkeeper(
-        learner, replay.sample, settings, metrics, state, device,
-        save_checkpoint, evaluate_at, stop_requested,
-    )  # fmt: skip
-    if start_obs is None:
-        obs, _ = envs.reset()
-        for i in range(n):
-            replay.rings[i].start_episode(obs[i, -1])
-    else:
-        obs = start_obs
-
-    while state.step < settings.total_steps:
-        previous = state.step
-        eps = epsilon(previous)
-        actions = select_actions(learner.q_online, obs, eps, num_actions, rng, device)
-        envs.step_async(actions)
-        # The updates that fall due in these n agent steps run while the games play them.
-        for step in range(previous + 1, previous + n + 1):
-            book.learn(step)
-        next_obs, rewards, terminated, truncated, infos = envs.step_wait()
-        state.step = step = previous + n
-        final = infos.get("final_info", {})
-        for i in range(n):
-            ended = bool(terminated[i] or truncated[i])
-            info = final if ended else infos
-            last_obs = infos["final_obs"][i] if ended else next_obs[i]
-            ring = replay.rings[i]
-            td_terminal = bool(info["td_terminal"][i])
-            ring.add(int(actions[i]), float(rewards[i]), td_terminal, ended, last_obs[-1])
-            if ended:
-                state.episodes += 1
-                episode = final["episode"]
-                metrics.episode(step, float(episode["r"][i]), int(episode["l"][i]))
-                ring.start_episode(next_obs[i, -1])
-        obs = next_obs
-        if book.after(previous, step, eps):
-            break
-    return state
+) -> Games:
+    """N games of `game`; game i is seeded `seed + i`, or continues `states[i]`."""
+    if num_envs == 1:
+        state = None if states is None else states[0]
+        return InProcessGames([AtariPhiEnv(game, options, seed, None, state)])
+    return WorkerGames(game, options, seed, num_envs, states)

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from dqn_atari.learner import Learner, LearnerSettings, make_optimizer, td_loss
-from dqn_atari.loop import LoopSettings, TrainState, select_action, train
+from dqn_atari.loop import LoopSettings, TrainState, select_actions, train
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork
 from dqn_atari.replay import Batch, ReplayMemory
 from dqn_atari.schedules import LinearSchedule
+from dqn_atari.vector import InProcessGames
 
 
 class TableQ(nn.Module):
@@ -199,7 +200,7 @@ def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None
     )
     saved: list[int] = []
     state = train(
-        env=RecyclingChain(seed=0),  # type: ignore[arg-type]
+        games=InProcessGames([RecyclingChain(seed=0)]),
         learner=learner,
         replay=ReplayMemory(capacity=2000, frame_shape=(1, 5), stack=1, seed=0),
         epsilon=LinearSchedule(1.0, 0.2, 1000, begin_step=200),
@@ -238,7 +239,9 @@ def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None
     obs, _ = env.reset()
     actions = []
     for _ in range(3):
-        action = select_action(net, obs, 0.0, 2, np.random.default_rng(0), torch.device("cpu"))
+        action = int(
+            select_actions(net, obs[None], 0.0, 2, np.random.default_rng(0), torch.device("cpu"))[0]
+        )
         actions.append(action)
         obs, _, terminated, _, _ = env.step(action)
     assert actions == [RIGHT, RIGHT, RIGHT] and terminated

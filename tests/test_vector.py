@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from dqn_atari.envs import AtariOptions, AtariPhiEnv, make_atari_env
-from dqn_atari.replay import ReplayMemoryError
-from dqn_atari.vector import ReplaySet, make_vector_env, select_actions
+from dqn_atari.loop import select_actions
+from dqn_atari.replay import ReplayMemoryError, ReplaySet
+from dqn_atari.vector import WorkerGames
 
 TRAIN = shutil.which("dqn-train") or "dqn-train"
 CPU = torch.device("cpu")
@@ -51,33 +52,39 @@ def test_worker_games_play_exactly_our_phi_env() -> None:
     returns byte for byte what a single AtariPhiEnv with that seed returns for the same actions.
     (ale-py's AtariVectorEnv has its own phi, grayscale before the max-pool; see benchmark.py.)"""
     options = AtariOptions(terminal_on_life_loss=True, clip_rewards=True)
-    envs = make_vector_env("Breakout", options, seed=7, num_envs=2)
+    games = WorkerGames("Breakout", options, seed=7, num_envs=2)
     singles = [AtariPhiEnv("Breakout", options, seed=7 + i) for i in range(2)]
     try:
-        obs, _ = envs.reset()
+        assert (games.num_actions, games.game, games.display_name) == (4, "breakout", "Breakout")
+        obs = games.reset()
         for i, env in enumerate(singles):
             np.testing.assert_array_equal(obs[i], env.reset()[0])
         actions = np.random.default_rng(0).integers(4, size=(400, 2))
         games_ended = 0
         for step_actions in actions:
-            obs, rewards, terminated, truncated, infos = envs.step(step_actions)
+            games.step_async(step_actions)
+            out = games.step_wait()
             for i, env in enumerate(singles):
                 single_obs, reward, single_term, single_trunc, info = env.step(step_actions[i])
-                assert (terminated[i], truncated[i]) == (single_term, single_trunc)
-                assert rewards[i] == reward
+                assert out.ended[i] == (single_term or single_trunc)
+                assert out.rewards[i] == reward
+                assert out.td_terminal[i] == info["td_terminal"]
+                # The frame the action led to, even where the game ended and was reset.
+                np.testing.assert_array_equal(out.final_frames[i], single_obs[-1])
                 if single_term or single_trunc:
-                    # Same-step autoreset: the game's last observation is in final_obs, and
-                    # obs already starts the next game, seeded from the same emulator stream.
+                    # Same-step autoreset: obs already starts the next game, seeded from the
+                    # same emulator stream.
                     games_ended += 1
-                    np.testing.assert_array_equal(infos["final_obs"][i], single_obs)
-                    assert infos["final_info"]["td_terminal"][i] == info["td_terminal"]
+                    assert out.episode_returns[i] == info["episode"]["r"]
+                    assert out.episode_lengths[i] == info["episode"]["l"]
                     single_obs, _ = env.reset()
                 else:
-                    assert infos["td_terminal"][i] == info["td_terminal"]
-                np.testing.assert_array_equal(obs[i], single_obs)
+                    assert out.episode_lengths[i] == 0
+                np.testing.assert_array_equal(out.next_obs[i], single_obs)
         assert games_ended >= 2  # random Breakout games last about 200 agent steps
+        np.testing.assert_array_equal(games.observations(), out.next_obs)
     finally:
-        envs.close()
+        games.close()
 
 
 def test_replay_set_refuses_to_sample_when_empty() -> None:
