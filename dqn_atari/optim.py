@@ -1,0 +1,143 @@
+"""Optimizers as in-place updates of fixed tensor lists: Nature's centered RMSProp, and Adam.
+
+The arithmetic is torch.optim's (RMSprop(centered=True) and Adam; the tests compare them). What
+differs is the shape: the state is a fixed set of tensors created once, updated in place by a
+handful of foreach ops, with no Python-number state that changes between steps (Adam's step
+count is a tensor). That is what compiling the whole update as one graph, and replaying it as
+one CUDA graph, need: between two updates only the contents of the same tensors change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+OPTIMIZERS = ("rmsprop", "adam")
+
+
+class OptimizerStateError(ValueError):
+    """A saved optimizer state that does not fit this optimizer."""
+
+
+class Optimizer(Protocol):
+    name: str
+
+    def step_(self, params: list[Tensor], grads: list[Tensor]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def _load_into(name: str, current: list[Tensor], saved: Any) -> None:
+    """Copy `saved` into `current` in place (a captured CUDA graph keeps the same tensors)."""
+    if not isinstance(saved, (list, tuple)) or len(saved) != len(current):
+        raise OptimizerStateError(f"optimizer state '{name}' does not match the network")
+    for mine, theirs in zip(current, saved, strict=True):
+        if not isinstance(theirs, Tensor) or theirs.shape != mine.shape:
+            raise OptimizerStateError(f"optimizer state '{name}' does not match the network")
+        mine.copy_(theirs)
+
+
+class CenteredRMSProp:
+    """DeepMind's RMSProp (Graves, 2013) as in the Nature DQN: gradient and squared-gradient
+    running means with decay `alpha`, step lr * g / sqrt(E[g^2] - E[g]^2 + eps)."""
+
+    name = "rmsprop"
+
+    def __init__(self, params: list[Tensor], lr: float, alpha: float, eps: float) -> None:
+        self.lr, self.alpha, self.eps = lr, alpha, eps
+        self.square_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        self.grad_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+
+    def step_(self, params: list[Tensor], grads: list[Tensor]) -> None:
+        alpha = self.alpha
+        torch._foreach_mul_(self.square_avg, alpha)
+        torch._foreach_addcmul_(self.square_avg, grads, grads, value=1 - alpha)
+        torch._foreach_lerp_(self.grad_avg, grads, 1 - alpha)
+        avg = torch._foreach_addcmul(self.square_avg, self.grad_avg, self.grad_avg, value=-1)
+        torch._foreach_sqrt_(avg)
+        torch._foreach_add_(avg, self.eps)
+        torch._foreach_addcdiv_(params, grads, avg, value=-self.lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "square_avg": self.square_avg, "grad_avg": self.grad_avg}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _check_name(state, self.name)
+        _load_into("square_avg", self.square_avg, state.get("square_avg"))
+        _load_into("grad_avg", self.grad_avg, state.get("grad_avg"))
+
+
+class Adam:
+    """Adam (Kingma and Ba, 2015) with betas (0.9, 0.999), the step count kept as a tensor."""
+
+    name = "adam"
+
+    def __init__(
+        self, params: list[Tensor], lr: float, eps: float, betas: tuple[float, float] = (0.9, 0.999)
+    ) -> None:
+        self.lr, self.eps, self.betas = lr, eps, betas
+        device = params[0].device
+        self.step = torch.zeros((), dtype=torch.float32, device=device)
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+
+    def step_(self, params: list[Tensor], grads: list[Tensor]) -> None:
+        beta1, beta2 = self.betas
+        self.step.add_(1)
+        torch._foreach_lerp_(self.exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(self.exp_avg_sq, beta2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, value=1 - beta2)
+        # The bias corrections follow the step tensor (torch.optim's "capturable" form):
+        # param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+        bias1 = 1 - torch.pow(beta1, self.step)
+        bias2_sqrt = torch.sqrt(1 - torch.pow(beta2, self.step))
+        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        torch._foreach_div_(denom, bias2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_mul_(denom, -bias1 / self.lr)
+        torch._foreach_addcdiv_(params, self.exp_avg, denom)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "step": self.step,
+            "exp_avg": self.exp_avg,
+            "exp_avg_sq": self.exp_avg_sq,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _check_name(state, self.name)
+        step = state.get("step")
+        if not isinstance(step, Tensor) or step.numel() != 1:
+            raise OptimizerStateError("optimizer state 'step' is missing")
+        self.step.copy_(step.reshape(()))
+        _load_into("exp_avg", self.exp_avg, state.get("exp_avg"))
+        _load_into("exp_avg_sq", self.exp_avg_sq, state.get("exp_avg_sq"))
+
+
+def _check_name(state: dict[str, Any], name: str) -> None:
+    if not isinstance(state, dict) or state.get("name") != name:
+        saved = state.get("name") if isinstance(state, dict) else None
+        raise OptimizerStateError(
+            f"the checkpoint's optimizer is {saved}, this run's is {name} (algo.optimizer differs)"
+        )
+
+
+def make_optimizer(
+    name: str,
+    params: list[Tensor],
+    lr: float,
+    rmsprop_alpha: float = 0.95,
+    rmsprop_eps: float = 0.01,
+    adam_eps: float = 1.5e-4,
+) -> Optimizer:
+    """Nature's centered RMSProp (lr 2.5e-4, momentum 0.95, min squared gradient 0.01), or Adam."""
+    if name == "rmsprop":
+        return CenteredRMSProp(params, lr=lr, alpha=rmsprop_alpha, eps=rmsprop_eps)
+    if name == "adam":
+        return Adam(params, lr=lr, eps=adam_eps)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{name}'")
