@@ -21,7 +21,10 @@ from typing import Any, Protocol
 
 import torch
 
-FORMAT = "dqn-atari/1"
+# 2: one replay memory for N games, own optimizer state (0.2). 1: one ring per game (0.1);
+# dqn-eval still reads it, resume refuses it.
+FORMAT = "dqn-atari/2"
+FORMATS_READ = ("dqn-atari/1", FORMAT)
 LATEST = "latest.pt"
 _PERIODIC = re.compile(r"step_(\d+)\.pt")
 
@@ -96,9 +99,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"cannot read checkpoint {path} (truncated or corrupt?): {first}"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in FORMATS_READ:
         raise CheckpointError(f"{path} is not a dqn-atari checkpoint (format {FORMAT})")
     return state
+
+
+def check_resumable(state: dict[str, Any], path: Path) -> None:
+    """Only this version's layout can be resumed; older ones can still be scored."""
+    if state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state.get('format')} (an earlier dqn-atari); this "
+            f"version resumes format {FORMAT} only: score it with dqn-eval, or start a new run"
+        )
 
 
 class CheckpointManager:

@@ -10,7 +10,6 @@ Bad input never shows a traceback: every error a user can cause is printed as on
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import random
@@ -45,6 +44,7 @@ from dqn_atari.checkpoint import (
     CheckpointError,
     CheckpointManager,
     CheckpointWriteError,
+    check_resumable,
     load_checkpoint,
 )
 from dqn_atari.config import (
@@ -64,7 +64,7 @@ from dqn_atari.envs import (
     display_name,
     resolve_game,
 )
-from dqn_atari.learner import Learner, LearnerSettings, make_optimizer
+from dqn_atari.learner import Learner, LearnerSettings
 from dqn_atari.loop import (
     DivergenceError,
     EvalResult,
@@ -75,8 +75,10 @@ from dqn_atari.loop import (
 )
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork, q_function
+from dqn_atari.optim import make_optimizer
+from dqn_atari.perf import keep_freed_host_memory
 from dqn_atari.preprocessing import Crop
-from dqn_atari.replay import ReplayMemory, ReplayMemoryError, ReplaySet, check_fits
+from dqn_atari.replay import ReplayMemory, ReplayMemoryError, check_fits
 from dqn_atari.schedules import LinearSchedule
 from dqn_atari.vector import Games, make_games
 
@@ -352,29 +354,6 @@ def check_compatible(ckpt: dict[str, Any], game: str, num_actions: int, source: 
         )
 
 
-def keep_freed_host_memory() -> bool:
-    """Ask glibc to keep freed heap blocks for reuse instead of handing them back to the OS.
-
-    Every update allocates and frees the same activation and gradient buffers (fc1's gradient
-    alone is 6.4 MB). By default glibc returns such blocks to the OS when they are freed, so the
-    next update page-faults them in again: on 2 EPYC cores, 4.1M page faults in a 5,000-step
-    run against 91k, and 180 -> 232 agent steps/s (bf16, RMSProp). The transient working set of an
-    update is tens of MB, so holding it costs nothing noticeable. Only host memory goes through
-    malloc (CUDA tensors use torch's caching allocator). Returns False where the C library has
-    no mallopt (not glibc); nothing changes there.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    # Blocks up to 32 MB (glibc's largest allowed threshold) come from the heap, and up to
-    # 256 MB of free heap top is kept: the replay ring (GBs) is still mapped on its own.
-    mmap_ok = mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-    trim_ok = mallopt(m_trim_threshold, 256 * 1024 * 1024)
-    return bool(mmap_ok and trim_ok)
-
-
 def run_train(cfg: DictConfig, run_dir: Path) -> int:
     """One dqn-train run in `run_dir`; returns the process exit code."""
     keep_freed_host_memory()
@@ -386,6 +365,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
     resumed: dict[str, Any] | None = None
     if conf.resume is not None:
         resumed = load_checkpoint(checkpoints.latest)
+        check_resumable(resumed, checkpoints.latest)
     elif checkpoints.latest.exists():
         raise ConfigError(
             f"{run_dir} already holds a run; continue it with resume={run_dir} "
@@ -457,9 +437,20 @@ def _run_with_games(
     num_actions = games.num_actions
     network = NatureQNetwork(num_actions, options.frame_stack, options.screen_size).to(device)
     algo = conf.algo
+    frame_shape = (options.screen_size, options.screen_size)
+    check_fits(conf.buffer_size, frame_shape, device)
+    replay = ReplayMemory(
+        conf.buffer_size,
+        frame_shape,
+        options.frame_stack,
+        device,
+        seed=conf.seed,
+        num_games=conf.num_envs,
+        max_batch_size=conf.batch_size,
+    )
     optimizer = make_optimizer(
         algo.optimizer,
-        network.parameters(),
+        list(network.parameters()),
         lr=algo.lr,
         rmsprop_alpha=algo.rmsprop_alpha,
         rmsprop_eps=algo.rmsprop_eps,
@@ -474,25 +465,12 @@ def _run_with_games(
             huber_delta=algo.huber_delta,
             max_grad_norm=algo.max_grad_norm,
         ),
+        replay=replay,
+        batch_size=conf.batch_size,
         device=device,
         precision=conf.precision,
         compile=conf.compile,
-    )
-    frame_shape = (options.screen_size, options.screen_size)
-    check_fits(conf.buffer_size, frame_shape, device)
-    replay: ReplayMemory | ReplaySet = (
-        ReplaySet(
-            conf.num_envs,
-            conf.buffer_size,
-            frame_shape,
-            options.frame_stack,
-            device,
-            seed=conf.seed,
-        )
-        if vector
-        else ReplayMemory(
-            conf.buffer_size, frame_shape, options.frame_stack, device, seed=conf.seed
-        )
+        cuda_graph=conf.compile,
     )
     start_obs: np.ndarray | None = None
     resume_note = ""

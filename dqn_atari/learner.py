@@ -1,24 +1,32 @@
-"""The DQN update: a pure TD loss, and the learner that owns the optimizer and target network."""
+"""The DQN update: a pure TD loss, and the learner that turns it into one step of one graph.
+
+`Learner.update()` samples a batch from the replay memory, rebuilds its stacks, computes the TD
+loss with both networks, its gradients, the optimizer step and the running sums for logging,
+as one function with static shapes and no host sync (`_sample_and_train`). Eager by default;
+with `compile` it is compiled whole (`fullgraph=True`); on CUDA with `cuda_graph` it is captured
+once and replayed as a single CUDA graph per update.
+"""
 
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from dqn_atari.networks import QFunction, q_function
+from dqn_atari.networks import QFunction, autocast_forward, q_function
+from dqn_atari.optim import Optimizer, OptimizerStateError
+from dqn_atari.perf import CudaGraphCall
 from dqn_atari.replay import Batch
 
 
 class TDLoss(NamedTuple):
-    loss: torch.Tensor  # scalar, differentiable w.r.t. the online network
-    q_taken: torch.Tensor  # (B,) Q(s_tm1, a_tm1), detached, for logging
+    loss: Tensor  # scalar, differentiable w.r.t. the online network
+    q_taken: Tensor  # (B,) Q(s_tm1, a_tm1), detached, for logging
 
 
 def td_loss(
@@ -51,6 +59,12 @@ def td_loss(
     return TDLoss(loss=loss, q_taken=q_taken.detach())
 
 
+def clip_grad_norm_(grads: list[Tensor], max_norm: float) -> None:
+    """Scale `grads` in place so their global L2 norm is at most `max_norm` (no host sync)."""
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+
+
 @dataclass(frozen=True)
 class LearnerSettings:
     gamma: float = 0.99
@@ -59,99 +73,142 @@ class LearnerSettings:
     max_grad_norm: float | None = None  # clip the global gradient norm; None = off (Nature)
 
 
-def make_optimizer(
-    name: str,
-    params: Any,
-    lr: float,
-    rmsprop_alpha: float = 0.95,
-    rmsprop_eps: float = 0.01,
-    adam_eps: float = 1.5e-4,
-) -> torch.optim.Optimizer:
-    """Nature's centered RMSProp (lr 2.5e-4, momentum 0.95, min squared gradient 0.01), or Adam."""
-    if name == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=lr, alpha=rmsprop_alpha, eps=rmsprop_eps, centered=True
-        )
-    if name == "adam":
-        # The fused kernel (CPU and CUDA) is one pass over all parameters: 0.7 ms a step on
-        # the Nature network on 2 CPU cores against 6 ms for the default implementation.
-        return torch.optim.Adam(params, lr=lr, eps=adam_eps, fused=True)
-    raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got '{name}'")
+class Sampler(Protocol):
+    """What the learner needs of a replay memory (see replay.ReplayMemory)."""
 
+    def prepare_sample(self, batch_size: int) -> None: ...
 
-def _not_the_profiler_warning(record: logging.LogRecord) -> bool:
-    """optimizer.step carries a profiler annotation that dynamo drops when compiling it, with a
-    warning on the console of every run; it changes nothing here."""
-    return "Profiler record function" not in record.getMessage()
+    def sample_slots(self, batch_size: int) -> Tensor: ...
 
-
-class StepMetrics(NamedTuple):
-    """Device tensors of one update; read them on the host only when logging."""
-
-    loss: torch.Tensor
-    q_mean: torch.Tensor
+    def gather(self, slot: Tensor) -> Batch: ...
 
 
 class Learner:
-    """Owns the online and target networks and the optimizer; `update` is one gradient step.
+    """Owns the online and target networks and the optimizer; `update()` is one gradient step.
 
-    `q_online` is the online network's forward as used to act (fp32, compiled with `compile`,
-    see `networks.q_function`); `online` / `target` hold the parameters; `precision` applies
-    to the update. With `compile`, the update is compiled as two graphs: the TD loss with both
-    forwards (its backward follows from it), and the optimizer step, which fuses the
-    per-parameter arithmetic of RMSProp into one pass.
+    `q_online` is the online network's forward as used to act (fp32, compiled with `compile`);
+    `online` / `target` hold the parameters; `precision` applies to the update. The running sums
+    of the loss and of Q(s, a) stay on the device until `take_means()` reads them.
     """
 
     def __init__(
         self,
         online: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Optimizer,
         settings: LearnerSettings,
+        replay: Sampler | None = None,
+        batch_size: int = 32,
         device: torch.device | None = None,
         precision: str = "fp32",
         compile: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         device = device or next(online.parameters()).device
         self.online = online
         self.target = copy.deepcopy(online).requires_grad_(False)
-        # Acting runs in fp32 whatever the update's precision: at batch 1 to N, bf16's casts
-        # cost more than they save (0.92 against 0.51 ms a forward on 2 EPYC cores).
-        self.q_online = q_function(self.online, device, "fp32", compile)
         self.optimizer = optimizer
         self.settings = settings
-        # The loss is compiled whole rather than from compiled forwards: one graph holds the
-        # uint8 scaling, both networks, the gather, the max and the Huber loss.
-        learn_online, learn_target = (
-            q_function(net, device, precision) for net in (self.online, self.target)
-        )
-        s = settings
-
-        def loss(batch: Batch) -> TDLoss:
-            return td_loss(learn_online, learn_target, batch, s.gamma, s.double, s.huber_delta)
-
-        self._loss: Callable[[Batch], TDLoss] = loss
-        self._step: Callable[[], object] = optimizer.step
+        self.replay = replay
+        self.batch_size = batch_size
+        self.device = device
+        # Acting runs in fp32 whatever the update's precision: at batch 1 to N, bf16's casts
+        # cost more than they save.
+        self.q_online = q_function(self.online, device, "fp32", compile)
+        self._names = [name for name, _ in online.named_parameters()]
+        self.params: list[Tensor] = [p for _, p in online.named_parameters()]
+        self.target_params: list[Tensor] = list(self.target.parameters())
+        self._precision = precision
+        self.loss_sum = torch.zeros((), device=device)
+        self.q_sum = torch.zeros((), device=device)
+        self.last_loss = torch.zeros((), device=device)
+        self.updates_since_log = 0
+        self._compiled = compile
+        self._train_on: Callable[[Batch], None] = self._train_on_batch
+        step: Callable[[], None] = self._sample_and_train
         if compile:
-            # On CUDA, "reduce-overhead" also captures CUDA graphs: one launch per forward and
-            # backward. The optimizer step gets inductor's default mode, which fuses it.
-            mode = "reduce-overhead" if device.type == "cuda" else None
-            self._loss = torch.compile(loss, mode=mode)
-            self._step = torch.compile(optimizer.step)
-            logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(
-                _not_the_profiler_warning
-            )
+            self._train_on = torch.compile(self._train_on_batch, fullgraph=True)
+            step = torch.compile(self._sample_and_train, fullgraph=True)
+        if cuda_graph and device.type == "cuda":
+            step = CudaGraphCall(step)
+        self._step = step
 
-    def update(self, batch: Batch) -> StepMetrics:
-        out = self._loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+    # ------------------------------------------------------------------ the update
+
+    def _loss_and_grads(self, batch: Batch) -> tuple[Tensor, Tensor, list[Tensor]]:
+        s, precision, device = self.settings, self._precision, self.device
+        target = autocast_forward(self.target, device, precision)
+        if not self._compiled:
+            online = autocast_forward(self.online, device, precision)
+            out = td_loss(online, target, batch, s.gamma, s.double, s.huber_delta)
+            grads = torch.autograd.grad(out.loss, self.params)
+            return out.loss.detach(), out.q_taken, list(grads)
+
+        # Compiled: the same loss differentiated with torch.func, which dynamo traces whole
+        # (Tensor.backward and autograd.grad would break the graph on most torch versions).
+        def loss_of(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+            def online(obs: Tensor) -> Tensor:
+                return torch.func.functional_call(self.online, params, (obs,))
+
+            out = td_loss(
+                autocast_forward(online, device, precision),
+                target,
+                batch,
+                s.gamma,
+                s.double,
+                s.huber_delta,
+            )
+            return out.loss, out.q_taken
+
+        params = {name: p.detach() for name, p in zip(self._names, self.params, strict=True)}
+        grads, (loss, q_taken) = torch.func.grad_and_value(loss_of, has_aux=True)(params)
+        return loss.detach(), q_taken, [grads[name] for name in self._names]
+
+    def _train_on_batch(self, batch: Batch) -> None:
+        loss, q_taken, grads = self._loss_and_grads(batch)
         if self.settings.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.online.parameters(), self.settings.max_grad_norm)
+            clip_grad_norm_(grads, self.settings.max_grad_norm)
+        with torch.no_grad():
+            self.optimizer.step_(self.params, grads)
+            self.last_loss.copy_(loss)
+            self.loss_sum.add_(loss)
+            self.q_sum.add_(q_taken.mean())
+
+    def _sample_and_train(self) -> None:
+        assert self.replay is not None
+        self._train_on_batch(self.replay.gather(self.replay.sample_slots(self.batch_size)))
+
+    def update(self) -> None:
+        """One update on a batch sampled from the replay memory."""
+        if self.replay is None:
+            raise RuntimeError("this learner has no replay memory to sample from; use update_on")
+        self.replay.prepare_sample(self.batch_size)  # host side: checks, uniforms on the device
         self._step()
-        return StepMetrics(loss=out.loss.detach(), q_mean=out.q_taken.mean())
+        self.updates_since_log += 1
+
+    def update_on(self, batch: Batch) -> Tensor:
+        """One update on `batch` (not graph-replayed); returns its loss (a device scalar)."""
+        self._train_on(batch)
+        self.updates_since_log += 1
+        return self.last_loss.clone()
+
+    def take_means(self) -> tuple[Tensor, Tensor] | None:
+        """Mean loss and mean Q(s, a) over the updates since the last call (device scalars),
+        or None when there were none; the sums start again from zero."""
+        n = self.updates_since_log
+        if n == 0:
+            return None
+        means = (self.loss_sum / n, self.q_sum / n)
+        self.loss_sum.zero_()
+        self.q_sum.zero_()
+        self.updates_since_log = 0
+        return means
 
     def sync_target(self) -> None:
-        self.target.load_state_dict(self.online.state_dict())
+        # In place: a captured CUDA graph reads these same tensors.
+        with torch.no_grad():
+            torch._foreach_copy_(self.target_params, self.params)
+
+    # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +218,10 @@ class Learner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.online.load_state_dict(state["online"])
-        self.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Copies into the existing tensors (a captured CUDA graph keeps reading them)."""
+        try:
+            self.online.load_state_dict(state["online"])
+            self.target.load_state_dict(state["target"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except OptimizerStateError as err:
+            raise ValueError(str(err)) from None

@@ -20,7 +20,6 @@ from dqn_atari.envs import AtariPhiEnv
 from dqn_atari.learner import Learner
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import QFunction
-from dqn_atari.replay import Batch
 from dqn_atari.schedules import LinearSchedule
 from dqn_atari.vector import Games
 
@@ -39,8 +38,6 @@ class Replay(Protocol):
         final_frames: npt.NDArray[np.uint8],
         next_frames: npt.NDArray[np.uint8],
     ) -> None: ...
-
-    def sample(self, batch_size: int) -> Batch: ...
 
 
 @dataclass(frozen=True)
@@ -184,26 +181,20 @@ class Bookkeeper:
     def __init__(
         self,
         learner: Learner,
-        sample: Callable[[int], Batch],
         settings: LoopSettings,
         metrics: Metrics,
         state: TrainState,
-        device: torch.device,
         save_checkpoint: Callable[[TrainState, bool], None],
         evaluate_at: Callable[[int], EvalResult] | None,
         stop_requested: Callable[[], str | None],
     ) -> None:
         self.learner = learner
-        self.sample = sample
         self.settings = settings
         self.metrics = metrics
         self.state = state
         self.save_checkpoint = save_checkpoint
         self.evaluate_at = evaluate_at
         self.stop_requested = stop_requested
-        self.loss_sum = torch.zeros((), device=device)
-        self.q_sum = torch.zeros((), device=device)
-        self.updates_since_log = 0
         self.saved_at = -1
 
     def train_learner(self, previous: int, step: int) -> None:
@@ -212,10 +203,7 @@ class Bookkeeper:
         s, state = self.settings, self.state
         for t in range(previous + 1, step + 1):
             if t > state.learn_from_step and t % s.train_every == 0:
-                out = self.learner.update(self.sample(s.batch_size))
-                self.loss_sum += out.loss
-                self.q_sum += out.q_mean
-                self.updates_since_log += 1
+                self.learner.update()
                 state.updates += 1
             if t % s.target_update_interval == 0:
                 self.learner.sync_target()
@@ -226,13 +214,10 @@ class Bookkeeper:
         s, state, metrics = self.settings, self.state, self.metrics
         if crossed(previous, step, s.log_interval):
             metrics.speed(step, epsilon)
-            if self.updates_since_log:
-                n = self.updates_since_log
-                loss, q_mean = check_finite(step, self.loss_sum / n, self.q_sum / n)
+            means = self.learner.take_means()
+            if means is not None:
+                loss, q_mean = check_finite(step, *means)
                 metrics.learner(step, loss, q_mean)
-                self.loss_sum.zero_()
-                self.q_sum.zero_()
-                self.updates_since_log = 0
         if self.evaluate_at is not None and crossed(previous, step, s.eval_interval):
             result = self.evaluate_at(step)
             metrics.evaluation(step, result.return_mean, result.return_std)
@@ -282,9 +267,8 @@ def train(
     """
     n = games.num_envs
     book = Bookkeeper(
-        learner, replay.sample, settings, metrics, state, device,
-        save_checkpoint, evaluate_at, stop_requested,
-    )  # fmt: skip
+        learner, settings, metrics, state, save_checkpoint, evaluate_at, stop_requested
+    )
     if start_obs is None:
         obs = games.reset()
         replay.start(obs[:, -1])

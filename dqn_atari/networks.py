@@ -74,27 +74,35 @@ def compile_error(device: torch.device) -> str | None:
     return None
 
 
-def q_function(
-    net: nn.Module, device: torch.device, precision: str = "fp32", compile: bool = False
-) -> QFunction:
-    """`net`'s forward as used for acting and learning: optionally compiled, optionally in bf16.
+def autocast_forward(forward: QFunction, device: torch.device, precision: str) -> QFunction:
+    """`forward` under bf16 autocast when `precision` is bf16 (Q-values back as float32, so
+    TD targets are computed in full precision); `forward` itself for fp32.
 
-    The parameters stay `net`'s own (float32; the optimizer and checkpoints see only them).
-    Q-values come back as float32 either way, so TD targets are computed in full precision.
+    The autocast cache stays off: it keeps casts of the weights between forwards, which a
+    captured CUDA graph must not rely on (PyTorch's CUDA-graph notes ask for cache_enabled=False).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision == "fp32":
+        return forward
+
+    def bf16_forward(obs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
+            return forward(obs).float()
+
+    return bf16_forward
+
+
+def q_function(
+    net: nn.Module, device: torch.device, precision: str = "fp32", compile: bool = False
+) -> QFunction:
+    """`net`'s forward as used for acting: optionally compiled, optionally in bf16.
+
+    The parameters stay `net`'s own (float32; the optimizer and checkpoints see only them).
+    """
     forward: QFunction = net
     if compile:
         # On CUDA, "reduce-overhead" also captures CUDA graphs: one launch per forward.
         mode = "reduce-overhead" if device.type == "cuda" else None
         forward = torch.compile(net, mode=mode)
-    if precision == "fp32":
-        return forward
-    compiled = forward
-
-    def bf16_forward(obs: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            return compiled(obs).float()
-
-    return bf16_forward
+    return autocast_forward(forward, device, precision)

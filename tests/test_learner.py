@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from dqn_atari.learner import Learner, LearnerSettings, make_optimizer, td_loss
+from dqn_atari.learner import Learner, LearnerSettings, td_loss
 from dqn_atari.loop import LoopSettings, TrainState, select_actions, train
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork
+from dqn_atari.optim import make_optimizer
 from dqn_atari.replay import Batch, ReplayMemory
 from dqn_atari.schedules import LinearSchedule
 from dqn_atari.vector import InProcessGames
@@ -91,7 +92,7 @@ def test_update_moves_online_only_and_sync_copies_it() -> None:
     torch.manual_seed(0)
     net = NatureQNetwork(num_actions=4)
     learner = Learner(
-        net, make_optimizer("rmsprop", net.parameters(), lr=2.5e-4), LearnerSettings()
+        net, make_optimizer("rmsprop", list(net.parameters()), lr=2.5e-4), LearnerSettings()
     )
     batch = Batch(
         obs_tm1=torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8),
@@ -102,8 +103,8 @@ def test_update_moves_online_only_and_sync_copies_it() -> None:
     )
     target_before = [p.clone() for p in learner.target.parameters()]
     online_before = [p.clone() for p in learner.online.parameters()]
-    metrics = learner.update(batch)
-    assert torch.isfinite(metrics.loss)
+    loss = learner.update_on(batch)
+    assert torch.isfinite(loss)
     assert all(
         torch.equal(a, b) for a, b in zip(target_before, learner.target.parameters(), strict=True)
     )
@@ -193,16 +194,19 @@ Q_STAR = {1: (2.0, 9.0), 2: (8.1, 10.0), 3: (9.0, 10.0)}  # S2, S3, S4 (index 1,
 def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = ChainQ()
+    replay = ReplayMemory(capacity=2000, frame_shape=(1, 5), stack=1, seed=0)
     learner = Learner(
         net,
-        make_optimizer("adam", net.parameters(), lr=3e-3),
+        make_optimizer("adam", list(net.parameters()), lr=3e-3),
         LearnerSettings(gamma=0.9),
+        replay=replay,
+        batch_size=32,
     )
     saved: list[int] = []
     state = train(
         games=InProcessGames([RecyclingChain(seed=0)]),
         learner=learner,
-        replay=ReplayMemory(capacity=2000, frame_shape=(1, 5), stack=1, seed=0),
+        replay=replay,
         epsilon=LinearSchedule(1.0, 0.2, 1000, begin_step=200),
         settings=LoopSettings(
             total_steps=4000,

@@ -1,4 +1,4 @@
-"""num_envs > 1: N games in worker processes, one ring per game, the same learning per step."""
+"""num_envs > 1: N games in worker processes, one memory for all, the same learning per step."""
 
 from __future__ import annotations
 
@@ -10,41 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from dqn_atari.envs import AtariOptions, AtariPhiEnv, make_atari_env
+from dqn_atari.envs import AtariOptions, AtariPhiEnv
 from dqn_atari.loop import select_actions
-from dqn_atari.replay import ReplayMemoryError, ReplaySet
 from dqn_atari.vector import WorkerGames
 
 TRAIN = shutil.which("dqn-train") or "dqn-train"
 CPU = torch.device("cpu")
-
-
-def test_replay_set_keeps_each_game_in_its_own_ring() -> None:
-    # Two games written step by step, interleaved, as the vector loop does.
-    replay = ReplaySet(2, capacity=2000, frame_shape=(84, 84), stack=4, device=CPU, seed=0)
-    envs = [make_atari_env(game, seed=1) for game in ("Pong", "Breakout")]
-    stacks: list[set[bytes]] = [set(), set()]
-    obs = [env.reset()[0] for env in envs]
-    for i in range(2):
-        replay.rings[i].start_episode(obs[i][-1])
-        stacks[i].add(obs[i].tobytes())
-    for _ in range(300):
-        for i, env in enumerate(envs):
-            nxt, reward, terminated, truncated, info = env.step(0)
-            ended = terminated or truncated
-            replay.rings[i].add(0, float(reward), info["td_terminal"], ended, nxt[-1])
-            stacks[i].add(nxt.tobytes())
-            if ended:
-                nxt, _ = env.reset()
-                replay.rings[i].start_episode(nxt[-1])
-                stacks[i].add(nxt.tobytes())
-    batch = replay.sample(2000)
-    seen = [0, 0]
-    for stack in batch.obs_tm1.numpy():
-        owners = [i for i in range(2) if stack.tobytes() in stacks[i]]
-        assert len(owners) == 1, "a sampled stack is not one game's observation"
-        seen[owners[0]] += 1
-    assert abs(seen[0] - seen[1]) < 200  # the rings are equally full: about half from each
 
 
 def test_worker_games_play_exactly_our_phi_env() -> None:
@@ -85,11 +56,6 @@ def test_worker_games_play_exactly_our_phi_env() -> None:
         np.testing.assert_array_equal(games.observations(), out.next_obs)
     finally:
         games.close()
-
-
-def test_replay_set_refuses_to_sample_when_empty() -> None:
-    with pytest.raises(ReplayMemoryError):
-        ReplaySet(2, 100, (84, 84), 4, CPU, seed=0).sample(8)
 
 
 def test_select_actions_explores_per_game_and_is_greedy_otherwise() -> None:
@@ -136,8 +102,8 @@ def test_two_games_learn_at_the_nature_ratio_and_resume_exactly(tmp_path: Path) 
     assert full["state"]["step"] == 1000
     assert full["state"]["updates"] == (1000 - 300) // 4
     assert full["num_envs"] == 2 and len(full["env"]) == 2
-    rings = sorted(p.name for p in (straight / "checkpoints" / "replay_000001000").iterdir())
-    assert rings == ["ring_0", "ring_1", "set.json"]
+    saved = sorted(p.name for p in (straight / "checkpoints" / "replay_000001000").iterdir())
+    assert saved == ["frames.u8", "meta.pt"]  # one memory for both games
 
     split = tmp_path / "split"
     first = train(*RUN, "total_steps=500", f"hydra.run.dir={split}", cwd=tmp_path)
