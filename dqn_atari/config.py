@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from dqn_atari.envs import AtariOptions
 from dqn_atari.networks import PRECISIONS, bf16_supported, compile_error, min_frame_size
@@ -332,3 +332,21 @@ def validate_eval(cfg: EvalConfig) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_precision(cfg.precision, resolve_device(cfg.device))
+
+
+def validate_composed(cfg: DictConfig) -> None:
+    """`validate_train` or `validate_eval` on a config just composed with Hydra's own keys, so
+    that a command line that cannot work is refused before Hydra creates the run directory.
+
+    A config with a mandatory value missing (???) is left to the command, which names the key.
+    """
+    values = cfg.copy()
+    with open_dict(values):
+        values.pop("hydra", None)
+    if OmegaConf.missing_keys(values):
+        return
+    conf = OmegaConf.to_object(values)
+    if isinstance(conf, TrainConfig):
+        validate_train(conf)
+    elif isinstance(conf, EvalConfig):
+        validate_eval(conf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def bf16_supported(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+@functools.cache  # checked by the command line's precheck and again by the run, in one process
 def compile_error(device: torch.device) -> str | None:
     """Why torch.compile cannot run on `device` here, or None when it can.
 

@@ -405,6 +405,17 @@ def test_validate_eval_accepts_boundary_values(overrides: list[str]) -> None:
     validate_eval(eval_config(*overrides))
 
 
+# The command line validates the composed values before Hydra creates the run directory.
+def test_precheck_refuses_a_value_before_the_run_starts() -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("algo.lr must be a finite number > 0, got nan")
+    ):
+        precheck("config", ["algo.lr=nan"])
+    with pytest.raises(ConfigError, match="seed must be in"):
+        precheck("eval", ["checkpoint=x", "seed=-1"])
+    precheck("eval", [])  # a missing checkpoint is left to dqn-eval, which names the key
+
+
 # ---------------------------------------------------------------- command line
 
 
