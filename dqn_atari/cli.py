@@ -54,6 +54,7 @@ from dqn_atari.config import (
     atari_options,
     register_schemas,
     resolve_device,
+    validate_composed,
     validate_eval,
     validate_train,
 )
@@ -196,6 +197,7 @@ def precheck(config_name: str, args: list[str]) -> Path | None:
     try:
         with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = hydra.compose(config_name=config_name, overrides=args, return_hydra_config=True)
+            validate_composed(cfg)  # before Hydra makes the run directory
             return Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
     except MissingConfigException as err:
         options = ", ".join(o for o in (err.options or []) if o != "atari")
@@ -223,7 +225,7 @@ def _entry(prog: str, config_name: str, task: Callable[[DictConfig], None], rout
         run_dir = precheck(config_name, args)
         if route and run_dir is not None:  # dqn-eval writes no run directory
             check_writable(run_dir)
-    except (UsageError, UnknownGameError, CheckpointError) as err:
+    except (UsageError, ConfigError, UnknownGameError, CheckpointError) as err:
         _fail(prog, err)
     sys.argv = [sys.argv[0], *args]
     main = hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")

@@ -7,16 +7,22 @@ check ranges and relations, raising ConfigError with a message a person can act 
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from dqn_atari.envs import AtariOptions
-from dqn_atari.networks import PRECISIONS, bf16_supported, compile_error
-from dqn_atari.preprocessing import Crop
+from dqn_atari.networks import PRECISIONS, bf16_supported, compile_error, min_frame_size
+from dqn_atari.preprocessing import ATARI_SCREEN_SHAPE, Crop
+
+# torch.manual_seed takes seeds in [-2**63, 2**64 - 1]; numpy's and gymnasium's generators take
+# any seed >= 0. Seeds in [0, SEED_MAX] work for all three.
+SEED_MAX = 2**64 - 1
 
 
 class ConfigError(ValueError):
@@ -163,14 +169,85 @@ def atari_options(env: EnvConfig) -> AtariOptions:
 
 def _at_least(values: dict[str, int | float], minimum: int) -> None:
     for name, value in values.items():
-        if value < minimum:
+        if not value >= minimum:  # written so that NaN fails too
             raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _finite_positive(values: dict[str, float], why: str = "") -> None:
+    for name, value in values.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a finite number > 0, got {value}{why}")
 
 
 def _probability(values: dict[str, float]) -> None:
     for name, value in values.items():
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must be in [0, 1], got {value}")
+
+
+def _seed(name: str, seed: int, largest_offset: int = 0) -> None:
+    """`seed` and the torch seeds derived from it, up to seed + largest_offset, must be usable."""
+    highest = SEED_MAX - largest_offset
+    if not 0 <= seed <= highest:
+        derived = f", and the run also seeds torch with up to {name} + {largest_offset}" * bool(
+            largest_offset
+        )
+        raise ConfigError(
+            f"{name} must be in [0, {highest}], got {seed}: numpy takes no seed below 0, torch "
+            f"none above 2**64 - 1{derived}"
+        )
+
+
+def _screen_size(size: int) -> None:
+    # The network's own layer arithmetic gives the floor; above the raw screen's larger side,
+    # resizing only interpolates, and the network's first dense layer grows with the square.
+    smallest, largest = min_frame_size(), max(ATARI_SCREEN_SHAPE)
+    if not smallest <= size <= largest:
+        raise ConfigError(
+            f"env.screen_size must be in [{smallest}, {largest}] pixels, got {size}: the Nature "
+            f"network's convolutions need at least {smallest}, and the raw screen is "
+            f"{ATARI_SCREEN_SHAPE[0]}x{ATARI_SCREEN_SHAPE[1]}"
+        )
+
+
+def _algo(algo: AlgoConfig) -> None:
+    _probability(
+        {
+            "algo.gamma": algo.gamma,
+            "algo.epsilon_start": algo.epsilon_start,
+            "algo.epsilon_end": algo.epsilon_end,
+            "algo.eval_epsilon": algo.eval_epsilon,
+        }
+    )
+    if algo.optimizer not in ("rmsprop", "adam"):
+        raise ConfigError(f"algo.optimizer must be rmsprop or adam, got '{algo.optimizer}'")
+    _finite_positive({"algo.lr": algo.lr})
+    # Both epsilons are added to a square root that is 0 for a weight whose gradient is 0 (a
+    # dead ReLU unit): with 0 the update divides 0 by 0 and the weights become NaN.
+    _finite_positive(
+        {"algo.rmsprop_eps": algo.rmsprop_eps, "algo.adam_eps": algo.adam_eps},
+        why=" (it keeps the update's denominator away from 0)",
+    )
+    # The decay of centered RMSProp's gradient averages. At 1 they never move from 0, so the
+    # update is lr * gradient / eps. At 0 the variance estimate is g*g - g^2, which rounding
+    # makes slightly negative for about half the weights: its square root is NaN (97% of the
+    # weights after 5 steps in torch 2.13). Above 1 it goes negative outright.
+    if not 0.0 < algo.rmsprop_alpha < 1.0:
+        raise ConfigError(
+            f"algo.rmsprop_alpha must be in (0, 1), got {algo.rmsprop_alpha}: it is the decay of "
+            "the gradient averages (1 never updates them; 0 and above 1 make the update NaN)"
+        )
+    try:  # torch's own rule for delta; inf is allowed, and is the squared loss
+        F.huber_loss(torch.zeros(1), torch.zeros(1), delta=algo.huber_delta)
+    except RuntimeError as err:
+        raise ConfigError(f"algo.huber_delta={algo.huber_delta}: {err}") from None
+    if algo.max_grad_norm is not None and not (
+        math.isfinite(algo.max_grad_norm) and algo.max_grad_norm > 0
+    ):
+        raise ConfigError(
+            f"algo.max_grad_norm must be a finite number > 0, or null for no clipping; "
+            f"got {algo.max_grad_norm}"
+        )
 
 
 def validate_train(cfg: TrainConfig) -> None:
@@ -182,7 +259,6 @@ def validate_train(cfg: TrainConfig) -> None:
             "batch_size": cfg.batch_size,
             "checkpoint_interval": cfg.checkpoint_interval,
             "eval_episodes": cfg.eval_episodes,
-            "eval_max_episode_frames": cfg.eval_max_episode_frames,
             "log_interval": cfg.log_interval,
             "num_envs": cfg.num_envs,
             "algo.train_every": cfg.algo.train_every,
@@ -200,6 +276,11 @@ def validate_train(cfg: TrainConfig) -> None:
         },
         0,
     )
+    if math.isinf(cfg.progress_interval_s):
+        raise ConfigError(f"progress_interval_s must be finite, got {cfg.progress_interval_s}")
+    # Game i's replay ring seeds a torch generator with seed + i. (The games and evaluations are
+    # seeded seed + agent step, but through numpy, which has no upper limit.)
+    _seed("seed", cfg.seed, largest_offset=cfg.num_envs - 1)
     min_buffer = (cfg.env.frame_stack + 2) * cfg.num_envs  # each game has its own ring
     if cfg.buffer_size < min_buffer:
         raise ConfigError(f"buffer_size must be >= {min_buffer}, got {cfg.buffer_size}")
@@ -225,29 +306,47 @@ def validate_train(cfg: TrainConfig) -> None:
             f"({cfg.total_steps}) at one every {cfg.algo.train_every} agent steps: "
             "the run would never learn"
         )
-    algo = cfg.algo
-    _probability(
-        {
-            "algo.gamma": algo.gamma,
-            "algo.epsilon_start": algo.epsilon_start,
-            "algo.epsilon_end": algo.epsilon_end,
-            "algo.eval_epsilon": algo.eval_epsilon,
-        }
-    )
-    if algo.lr <= 0:
-        raise ConfigError(f"algo.lr must be > 0, got {algo.lr}")
-    if algo.optimizer not in ("rmsprop", "adam"):
-        raise ConfigError(f"algo.optimizer must be rmsprop or adam, got '{algo.optimizer}'")
-    if algo.max_grad_norm is not None and algo.max_grad_norm <= 0:
-        raise ConfigError(f"algo.max_grad_norm must be > 0 or null, got {algo.max_grad_norm}")
-    atari_options(cfg.env)
+    _algo(cfg.algo)
+    options = atari_options(cfg.env)
+    _screen_size(options.screen_size)
+    # Evaluation games are the training games with their own length limit.
+    try:
+        replace(options, max_episode_frames=cfg.eval_max_episode_frames).validate()
+    except ValueError as err:
+        raise ConfigError(
+            f"eval_max_episode_frames={cfg.eval_max_episode_frames} does not fit the "
+            f"evaluation games: {err}"
+        ) from None
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     check_compile(cfg.compile, device)
 
 
 def validate_eval(cfg: EvalConfig) -> None:
-    _at_least({"episodes": cfg.episodes, "max_episode_frames": cfg.max_episode_frames}, 1)
-    _at_least({"noop_max": cfg.noop_max}, 0)
+    _at_least({"episodes": cfg.episodes}, 1)
     _probability({"epsilon": cfg.epsilon})
+    # dqn-eval plays its own seed, unshifted.
+    _seed("seed", cfg.seed)
+    try:  # the games' own rules for these two (the rest comes from the checkpoint)
+        AtariOptions(noop_max=cfg.noop_max, max_episode_frames=cfg.max_episode_frames).validate()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     check_precision(cfg.precision, resolve_device(cfg.device))
+
+
+def validate_composed(cfg: DictConfig) -> None:
+    """`validate_train` or `validate_eval` on a config just composed with Hydra's own keys, so
+    that a command line that cannot work is refused before Hydra creates the run directory.
+
+    A config with a mandatory value missing (???) is left to the command, which names the key.
+    """
+    values = cfg.copy()
+    with open_dict(values):
+        values.pop("hydra", None)
+    if OmegaConf.missing_keys(values):
+        return
+    conf = OmegaConf.to_object(values)
+    if isinstance(conf, TrainConfig):
+        validate_train(conf)
+    elif isinstance(conf, EvalConfig):
+        validate_eval(conf)

@@ -30,6 +30,9 @@ from dqn_atari.preprocessing import (
     validate_crop,
 )
 
+# ALE takes its settings (max_num_frames_per_episode) as C ints.
+ALE_INT_MAX = 2**31 - 1
+
 
 class UnknownGameError(ValueError):
     """A game name that no ROM shipped with ale-py matches."""
@@ -93,8 +96,19 @@ class AtariOptions:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.max_episode_frames > ALE_INT_MAX:
+            raise ValueError(
+                f"max_episode_frames must be <= {ALE_INT_MAX:,} (the emulator counts frames in a "
+                f"32-bit int), got {self.max_episode_frames}"
+            )
         if self.noop_max < 0:
             raise ValueError(f"noop_max must be >= 0, got {self.noop_max}")
+        if self.noop_max >= self.max_episode_frames:
+            # The no-ops would use up the whole game: it would be truncated before it is played.
+            raise ValueError(
+                f"noop_max ({self.noop_max}) must be < max_episode_frames "
+                f"({self.max_episode_frames}): the no-ops at reset would fill the whole game"
+            )
         if not 0.0 <= self.sticky_action_prob <= 1.0:
             raise ValueError(f"sticky_action_prob must be in [0, 1], got {self.sticky_action_prob}")
         validate_crop(self.crop)

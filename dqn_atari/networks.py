@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,20 @@ from torch import nn
 
 QFunction = Callable[[torch.Tensor], torch.Tensor]  # uint8 observations -> float32 Q-values
 PRECISIONS = ("fp32", "bf16")
+# Nature DQN's convolutions as (output channels, kernel side, stride), pixels, no padding.
+CONV_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+
+
+def min_frame_size() -> int:
+    """The smallest square input, pixels, that leaves every convolution at least one output.
+
+    A valid convolution maps a side of n pixels to (n - kernel) // stride + 1; walking the
+    layers backwards from one output pixel gives the smallest input: 36 for the Nature network.
+    """
+    side = 1
+    for _, kernel, stride in reversed(CONV_LAYERS):
+        side = (side - 1) * stride + kernel
+    return side
 
 
 class NatureQNetwork(nn.Module):
@@ -24,15 +39,17 @@ class NatureQNetwork(nn.Module):
         self.num_actions = num_actions
         self.frames = frames
         self.frame_size = frame_size
-        self.features = nn.Sequential(
-            nn.Conv2d(frames, 32, kernel_size=8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, kernel_size=3, stride=1),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
+        if frame_size < (smallest := min_frame_size()):
+            raise ValueError(
+                f"frame_size must be >= {smallest} pixels for the Nature network's convolutions, "
+                f"got {frame_size}"
+            )
+        layers: list[nn.Module] = []
+        channels = frames
+        for out_channels, kernel, stride in CONV_LAYERS:
+            layers += [nn.Conv2d(channels, out_channels, kernel, stride), nn.ReLU()]
+            channels = out_channels
+        self.features = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # the flattened size follows from the input size: 3136 at 84x84
             flat = self.features(torch.zeros(1, frames, frame_size, frame_size)).shape[1]
         self.head = nn.Sequential(nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, num_actions))
@@ -53,6 +70,7 @@ def bf16_supported(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+@functools.cache  # checked by the command line's precheck and again by the run, in one process
 def compile_error(device: torch.device) -> str | None:
     """Why torch.compile cannot run on `device` here, or None when it can.
 

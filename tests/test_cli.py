@@ -190,7 +190,36 @@ def test_bad_training_input_is_one_line_and_exit_2(
     lines = [line for line in result.stderr.splitlines() if line.startswith("dqn-train: error:")]
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()  # refused before Hydra made the run directory
+
+
+# Values that validation used to let through: the run crashed with a traceback (exit 1) and
+# left a run directory holding only .hydra/ and dqn-train.log.
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["seed=-1"], "seed must be in [0, 18446744073709551615], got -1"),
+        (["algo.lr=nan"], "algo.lr must be a finite number > 0, got nan"),
+        (["env.screen_size=35"], "env.screen_size must be in [36, 210] pixels, got 35"),
+    ],
+)
+def test_a_value_the_run_cannot_use_is_refused_before_the_run_directory(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = run([TRAIN, "env=Pong", *args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dqn-train: error: {message}"), lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_refuses_a_seed_before_reading_the_checkpoint(tmp_path: Path) -> None:
+    result = run([EVAL, "checkpoint=missing.pt", "seed=-1"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dqn-eval: error: seed must be in"), lines
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")

@@ -8,14 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pytest
 import torch
+from ale_py import ALEInterface
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from dqn_atari.cli import CONFIG_DIR, UsageError, precheck, register_schemas, route_game
 from dqn_atari.config import (
+    SEED_MAX,
     ConfigError,
     EvalConfig,
     TrainConfig,
@@ -24,7 +27,8 @@ from dqn_atari.config import (
     validate_eval,
     validate_train,
 )
-from dqn_atari.envs import UnknownGameError, display_name, resolve_game
+from dqn_atari.envs import ALE_INT_MAX, UnknownGameError, display_name, resolve_game
+from dqn_atari.networks import NatureQNetwork, min_frame_size
 from dqn_atari.preprocessing import Crop
 
 ENV_PRESETS = sorted(p.stem for p in (CONFIG_DIR / "env").glob("*.yaml") if p.stem != "atari")
@@ -226,6 +230,87 @@ def test_validate_train_names_the_bad_key(overrides: list[str], key: str) -> Non
         validate_train(conf)
 
 
+# Values that today's validation let through and the run then crashed on (a traceback, exit 1)
+# or trained to NaN with: each is refused naming its key and the value.
+@pytest.mark.parametrize(
+    ("overrides", "key", "value"),
+    [
+        # numpy's generators take no negative seed; torch none from 2**64.
+        (["seed=-1"], "seed", "-1"),
+        ([f"seed={2**64}"], "seed", str(2**64)),
+        # With 2 games, game 1's replay ring is seeded seed + 1.
+        ([f"seed={2**64 - 1}", "num_envs=2"], "seed", str(2**64 - 1)),
+        (["progress_interval_s=nan"], "progress_interval_s", "nan"),
+        (["progress_interval_s=inf"], "progress_interval_s", "inf"),
+        # The Nature network's three convolutions need 36 pixels (see min_frame_size).
+        (["env.screen_size=1"], "env.screen_size", "1"),
+        (["env.screen_size=35"], "env.screen_size", "35"),
+        # Larger than the 210x160 raw screen: the network's first dense layer grows with it.
+        (["env.screen_size=211"], "env.screen_size", "211"),
+        # ALE counts frames in a C int; the no-ops must leave some of the game to play.
+        ([f"env.max_episode_frames={2**31}"], "env.max_episode_frames", str(2**31)),
+        (["env.max_episode_frames=30"], "env.noop_max", "30"),
+        ([f"eval_max_episode_frames={2**31}"], "eval_max_episode_frames", str(2**31)),
+        (["eval_max_episode_frames=30"], "eval_max_episode_frames", "30"),  # = env.noop_max
+        (["eval_max_episode_frames=0"], "eval_max_episode_frames", "0"),
+        (["algo.lr=nan"], "algo.lr", "nan"),
+        (["algo.lr=inf"], "algo.lr", "inf"),
+        # Centered RMSProp's decay: 1 never updates the gradient averages; at 0 rounding makes
+        # the variance estimate negative for about half the weights, above 1 it is negative:
+        # the update is NaN.
+        (["algo.rmsprop_alpha=nan"], "algo.rmsprop_alpha", "nan"),
+        (["algo.rmsprop_alpha=0"], "algo.rmsprop_alpha", "0.0"),
+        (["algo.rmsprop_alpha=-0.5"], "algo.rmsprop_alpha", "-0.5"),
+        (["algo.rmsprop_alpha=1.0"], "algo.rmsprop_alpha", "1.0"),
+        (["algo.rmsprop_alpha=1.5"], "algo.rmsprop_alpha", "1.5"),
+        # An epsilon of 0 divides 0 by 0 for a weight whose gradient is 0.
+        (["algo.rmsprop_eps=0"], "algo.rmsprop_eps", "0.0"),
+        (["algo.rmsprop_eps=-1"], "algo.rmsprop_eps", "-1.0"),
+        (["algo.rmsprop_eps=inf"], "algo.rmsprop_eps", "inf"),
+        (["algo.optimizer=adam", "algo.adam_eps=0"], "algo.adam_eps", "0.0"),
+        (["algo.optimizer=adam", "algo.adam_eps=nan"], "algo.adam_eps", "nan"),
+        (["algo.huber_delta=0"], "algo.huber_delta", "0.0"),
+        (["algo.huber_delta=-1"], "algo.huber_delta", "-1.0"),
+        (["algo.huber_delta=nan"], "algo.huber_delta", "nan"),
+        (["algo.max_grad_norm=nan"], "algo.max_grad_norm", "nan"),
+        (["algo.max_grad_norm=inf"], "algo.max_grad_norm", "inf"),
+    ],
+)
+def test_validate_train_refuses_values_the_run_cannot_use(
+    overrides: list[str], key: str, value: str
+) -> None:
+    conf = train_config(*overrides)
+    with pytest.raises(ConfigError, match=rf"(^|\W){re.escape(key)}\W") as err:
+        validate_train(conf)
+    assert re.search(rf"(^|\W){re.escape(value)}(\W|$)", str(err.value)), str(err.value)
+
+
+def test_the_smallest_screen_size_is_the_networks_own() -> None:
+    # Backwards through the convolutions from one output pixel, side_in = (side_out - 1) *
+    # stride + kernel: 3x3/1 -> 3, 4x4/2 -> (3 - 1) * 2 + 4 = 8, 8x8/4 -> (8 - 1) * 4 + 8 = 36.
+    assert min_frame_size() == 36
+    net = NatureQNetwork(num_actions=4, frames=4, frame_size=36)
+    assert net(torch.zeros(2, 4, 36, 36, dtype=torch.uint8)).shape == (2, 4)
+    with pytest.raises(ValueError, match="36"):
+        NatureQNetwork(num_actions=4, frames=4, frame_size=35)
+    validate_train(train_config("env.screen_size=36"))
+
+
+def test_seed_limits_are_the_libraries_own() -> None:
+    torch.Generator().manual_seed(SEED_MAX)
+    with pytest.raises((RuntimeError, ValueError)):
+        torch.Generator().manual_seed(SEED_MAX + 1)
+    with pytest.raises(ValueError):
+        np.random.default_rng(-1)
+
+
+def test_ale_frame_limit_is_the_emulators_own() -> None:
+    ale = ALEInterface()
+    ale.setInt("max_num_frames_per_episode", ALE_INT_MAX)
+    with pytest.raises(TypeError):
+        ale.setInt("max_num_frames_per_episode", ALE_INT_MAX + 1)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -239,6 +324,15 @@ def test_validate_train_names_the_bad_key(overrides: list[str], key: str) -> Non
         ["algo.optimizer=adam", "algo.max_grad_norm=10"],
         ["device=cpu"],
         ["env.crop=[104,105,79,80]"],  # leaves one pixel
+        ["seed=0"],
+        [f"seed={2**64 - 1}"],  # one game: torch's largest seed
+        ["env.screen_size=36", "env.frame_stack=1"],
+        ["env.screen_size=210"],
+        [f"env.max_episode_frames={2**31 - 1}"],
+        ["env.noop_max=29", "env.max_episode_frames=30", "eval_max_episode_frames=30"],
+        ["algo.rmsprop_alpha=0.5"],
+        ["algo.huber_delta=inf"],  # no clipping: the squared loss
+        ["algo.rmsprop_eps=1e-8", "algo.adam_eps=1e-8"],
     ],
 )
 def test_validate_train_accepts_boundary_values(overrides: list[str]) -> None:
@@ -290,13 +384,36 @@ def test_auto_device_is_cuda_with_cuda() -> None:
         (["noop_max=-1"], "noop_max"),
         (["epsilon=1.5"], "epsilon"),
         (["epsilon=-0.1"], "epsilon"),
+        (["epsilon=nan"], "epsilon"),
         (["device=tpu"], "device"),
+        (["seed=-1"], "seed"),
+        ([f"seed={2**64}"], "seed"),
+        (["noop_max=18000"], "noop_max"),  # = max_episode_frames: no game left to play
+        ([f"max_episode_frames={2**31}"], "max_episode_frames"),
     ],
 )
 def test_validate_eval_names_the_bad_key(overrides: list[str], key: str) -> None:
     conf = eval_config(*overrides)
     with pytest.raises(ConfigError, match=rf"(^|\W){re.escape(key)}\W"):
         validate_eval(conf)
+
+
+@pytest.mark.parametrize(
+    "overrides", [[f"seed={2**64 - 1}"], ["noop_max=0"], ["noop_max=17999"], ["epsilon=0"]]
+)
+def test_validate_eval_accepts_boundary_values(overrides: list[str]) -> None:
+    validate_eval(eval_config(*overrides))
+
+
+# The command line validates the composed values before Hydra creates the run directory.
+def test_precheck_refuses_a_value_before_the_run_starts() -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("algo.lr must be a finite number > 0, got nan")
+    ):
+        precheck("config", ["algo.lr=nan"])
+    with pytest.raises(ConfigError, match="seed must be in"):
+        precheck("eval", ["checkpoint=x", "seed=-1"])
+    precheck("eval", [])  # a missing checkpoint is left to dqn-eval, which names the key
 
 
 # ---------------------------------------------------------------- command line
