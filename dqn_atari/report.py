@@ -457,8 +457,13 @@ def curve_series(
 
 
 def plot_game(
-    path: Path, title: str, curves: dict[str, dict[str, Any] | None], frame_skip: int
+    path: Path,
+    title: str,
+    curves: dict[str, dict[str, Any] | None],
+    frame_skip: int,
+    final: tuple[float, float] | None = None,
 ) -> None:
+    """Both curves of one game; `final` (agent step, mean return) marks the final evaluation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -470,26 +475,21 @@ def plot_game(
         series = curves.get(tag)
         ax.set_ylabel(names[tag])
         ax.grid(alpha=0.3)
-        if not series:
+        if series:
+            x = np.array(series["agent_steps"])
+            ax.plot(x, series["mean"], marker="o" if tag == EVAL_TAG else None, ms=3,
+                    label=f"mean over {series['seeds']} seed(s)")  # fmt: skip
+            if series["seeds"] > 1:
+                ax.fill_between(x, series["ci_low"], series["ci_high"], alpha=0.25,
+                                label="95% bootstrap CI over seeds")  # fmt: skip
+        if tag == EVAL_TAG and final is not None:
+            step, value = final
+            ax.plot([step], [value], marker="*", ms=12, ls="", color="C3",
+                    label="final evaluation (mean over seeds)")  # fmt: skip
+        if ax.lines:
+            ax.legend(loc="best", fontsize=8)
+        else:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
-            continue
-        x = np.array(series["agent_steps"])
-        ax.plot(
-            x,
-            series["mean"],
-            marker="o" if tag == EVAL_TAG else None,
-            ms=3,
-            label=f"mean over {series['seeds']} seed(s)",
-        )
-        if series["seeds"] > 1:
-            ax.fill_between(
-                x,
-                series["ci_low"],
-                series["ci_high"],
-                alpha=0.25,
-                label="95% bootstrap CI over seeds",
-            )
-        ax.legend(loc="best", fontsize=8)
     axes[1].set_xlabel("agent steps")
     top = axes[0].secondary_xaxis(
         "top", functions=(lambda s: s * frame_skip, lambda f: f / frame_skip)
@@ -654,7 +654,9 @@ def group_section(
         if plots is not None:
             name = f"{game}.png" if group_count == 1 else f"{game}-{group.number}.png"
             title = f"{game}: {len(runs)} run(s), {group.label()}"
-            plot_game(plots / name, title, curves, first.frame_skip)
+            finals = [r.score for r in runs if r.score_kind == "final" and r.score is not None]
+            final = (float(first.total_steps or 0), float(np.mean(finals))) if finals else None
+            plot_game(plots / name, title, curves, first.frame_skip, final)
             row["plot"] = str(plots / name)
         record["games"].append(row)
     episodes = sorted({str(r.episodes) for r in group.runs})

@@ -35,9 +35,7 @@ TINY = [
 
 
 def summaries(sweep_dir: Path) -> dict[int, dict[str, Any]]:
-    return {
-        int(p.parent.name): json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")
-    }
+    return {int(p.parent.name): json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
 
 
 def dqn_report(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
