@@ -600,6 +600,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
             seed=conf.seed,
             protocol=summary.protocol_name(options.sticky_action_prob, options.noop_max),
             algo=algo.name,
+            device=str(device),
             total_steps=conf.total_steps,
             frame_skip=options.frame_skip,
             final_eval_episodes=conf.final_eval_episodes,

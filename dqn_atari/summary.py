@@ -142,6 +142,7 @@ class RunFacts:
     seed: int
     protocol: str
     algo: str
+    device: str  # where it trained: 'cpu', 'cuda:1' (device=auto resolved)
     total_steps: int  # agent steps asked for
     frame_skip: int  # emulator frames per agent step
     final_eval_episodes: int
@@ -221,6 +222,7 @@ class RunRecord:
             "seed": f.seed,
             "protocol": f.protocol,
             "algo": f.algo,
+            "device": f.device,
             "agent_steps": agent_steps,
             "total_steps": f.total_steps,
             "frames": agent_steps * f.frame_skip,

@@ -58,6 +58,7 @@ def facts(**changes: object) -> RunFacts:
         seed=3,
         protocol="Nature",
         algo="dqn",
+        device="cpu",
         total_steps=1000,
         frame_skip=4,
         final_eval_episodes=2,

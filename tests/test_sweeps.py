@@ -81,6 +81,7 @@ def test_joblib_sweep_runs_two_jobs_and_reports_them(tmp_path: Path) -> None:
         assert summary["evaluation"]["kind"] == "final"
         assert len(summary["evaluation"]["returns"]) == 2
         assert "device=auto" in summary["overrides"]
+        assert summary["device"] == "cpu"  # job_device(0 GPUs, job) on this machine
     check_report(sweep_dir, tmp_path)
 
 
