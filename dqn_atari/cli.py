@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
@@ -38,6 +40,7 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+from dqn_atari import summary, sweep
 from dqn_atari.checkpoint import (
     FORMAT,
     LATEST,
@@ -130,6 +133,9 @@ def route_game(args: list[str]) -> list[str]:
         if match is None or (CONFIG_DIR / "env" / f"{match.group(1)}.yaml").is_file():
             routed.append(arg)
             continue
+        if "," in match.group(1):  # a sweep over games: env=Pong,Breakout
+            routed += sweep.route_game_list(match.group(1), _has_env_preset)
+            continue
         rom_id = resolve_game(match.group(1))
         display = display_name(rom_id)
         if (CONFIG_DIR / "env" / f"{display}.yaml").is_file():
@@ -137,6 +143,10 @@ def route_game(args: list[str]) -> list[str]:
         else:
             routed += ["env=atari", f"env.game={display}"]
     return routed
+
+
+def _has_env_preset(name: str) -> bool:
+    return (CONFIG_DIR / "env" / f"{name}.yaml").is_file()
 
 
 def route_resume(args: list[str]) -> list[str]:
@@ -191,7 +201,7 @@ def precheck(config_name: str, args: list[str]) -> Path | None:
     for arg in args:
         key = _key_of(arg)
         # '+key=...' adds a key no schema field reads: a typo would be silently ignored.
-        if arg.startswith("+") and not key.startswith("hydra."):
+        if arg.startswith("+") and not key.startswith("hydra.") and key != "experiment":
             raise UsageError(f"unknown config key '{key}' (README lists the keys)")
     GlobalHydra.instance().clear()
     try:
@@ -221,11 +231,12 @@ def _entry(prog: str, config_name: str, task: Callable[[DictConfig], None], rout
     args = sys.argv[1:]
     try:
         if route:
+            sweep.check_launcher(args)
             args = route_resume(route_game(args))
         run_dir = precheck(config_name, args)
         if route and run_dir is not None:  # dqn-eval writes no run directory
             check_writable(run_dir)
-    except (UsageError, ConfigError, UnknownGameError, CheckpointError) as err:
+    except (UsageError, ConfigError, UnknownGameError, CheckpointError, sweep.LauncherError) as err:
         _fail(prog, err)
     sys.argv = [sys.argv[0], *args]
     main = hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
@@ -358,10 +369,14 @@ def check_compatible(ckpt: dict[str, Any], game: str, num_actions: int, source: 
 
 def run_train(cfg: DictConfig, run_dir: Path) -> int:
     """One dqn-train run in `run_dir`; returns the process exit code."""
+    started_s = time.monotonic()
     keep_freed_host_memory()
     conf: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate_train(conf)
-    device = resolve_device(conf.device)
+    # In a sweep's job (dqn-train -m), device=auto takes the job's share of the GPUs.
+    hydra_conf = HydraConfig.get()
+    job_num = hydra_conf.job.num if hydra_conf.mode == RunMode.MULTIRUN else None
+    device = resolve_device(sweep.sweep_device(conf.device, torch.cuda.device_count(), job_num))
     options = atari_options(conf.env)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=conf.keep_checkpoints)
     resumed: dict[str, Any] | None = None
@@ -369,10 +384,18 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
         resumed = load_checkpoint(checkpoints.latest)
         check_resumable(resumed, checkpoints.latest)
     elif checkpoints.latest.exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with resume={run_dir} "
-            "or pick a new hydra.run.dir"
-        )
+        # A sweep's job that finds its own checkpoint (requeued, or the sweep run again into
+        # the same folder) continues it, as resume= would.
+        if job_num is not None:
+            resumed = load_checkpoint(checkpoints.latest)
+            check_resumable(resumed, checkpoints.latest)
+        if resumed is None or not sweep.same_job(
+            resumed.get("overrides", []), hydra_conf.overrides.task
+        ):
+            raise ConfigError(
+                f"{run_dir} already holds a run; continue it with resume={run_dir} "
+                "or pick a new hydra.run.dir"
+            )
 
     rng = _seed_everything(conf.seed)
     state = TrainState(learn_from_step=conf.learning_starts)
@@ -383,7 +406,12 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
             raise CheckpointError(
                 f"checkpoint {checkpoints.latest} has no valid counters: {err}"
             ) from None
-        if state.step >= conf.total_steps:
+        done = summary.is_done(
+            summary.read_summary(run_dir), conf.total_steps, conf.final_eval_episodes
+        )
+        # Reached total_steps without its final evaluation or summary: the loop does nothing
+        # and the run finishes below.
+        if state.step >= conf.total_steps and done:
             print(
                 f"{run_dir} already reached total_steps={conf.total_steps:,}; nothing to do "
                 "(pass a larger total_steps with resume= to train longer)",
@@ -417,6 +445,7 @@ def run_train(cfg: DictConfig, run_dir: Path) -> int:
             state,
             rng,
             games,
+            started_s,
         )
     finally:
         games.close()
@@ -434,6 +463,7 @@ def _run_with_games(
     state: TrainState,
     rng: np.random.Generator,
     games: Games,
+    started_s: float,
 ) -> int:
     vector = conf.num_envs > 1
     num_actions = games.num_actions
@@ -571,8 +601,30 @@ def _run_with_games(
         finally:
             eval_env.close()
 
+    record = summary.RunRecord(
+        run_dir,
+        summary.RunFacts(
+            game=games.display_name,
+            rom=games.game,
+            seed=conf.seed,
+            protocol=summary.protocol_name(options.sticky_action_prob, options.noop_max),
+            algo=algo.name,
+            device=str(device),
+            total_steps=conf.total_steps,
+            frame_skip=options.frame_skip,
+            final_eval_episodes=conf.final_eval_episodes,
+            eval_epsilon=algo.eval_epsilon,
+            overrides=overrides,
+            config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        ),
+        start_step=state.step,
+        started_s=started_s,
+        resumed=resumed is not None,
+    )
     stop = StopFlag()
     stop.install()
+    preemption = sweep.Preemption(stop, lambda: stop.signal_name is not None)
+    preemption.install()
     try:
         state = train(
             games=games,
@@ -600,20 +652,49 @@ def _run_with_games(
             rng=rng,
             device=device,
             save_checkpoint=save,
-            evaluate_at=evaluate_at,
+            evaluate_at=record.remember(evaluate_at, algo.eval_epsilon),
             stop_requested=lambda: stop.signal_name,
             start_obs=start_obs,
         )
+    except DivergenceError as err:
+        record.write("diverged", state.step, error=str(err))
+        raise
     finally:
+        record.loop_done()
+        preemption.restore()
         stop.restore()
         metrics.close()
     if state.stopped_by is not None:
+        record.write("stopped", state.step, stopped_by=state.stopped_by)
         metrics.message(
             f"stopped by {state.stopped_by} at agent step {state.step:,}; checkpoint saved. "
             f"Continue with: dqn-train resume={run_dir}"
         )
+        if preemption.requeue:
+            metrics.message("submitit requeues this job; it continues from this checkpoint")
+        preemption.hand_over()
         return 128 + int(signal.Signals[state.stopped_by])
     metrics.message(f"done: {state.step:,} agent steps; checkpoint {checkpoints.latest}")
+    final = None
+    if conf.final_eval_episodes:
+        try:
+            with summary.interrupt_on_signals():
+                final = summary.final_evaluation(
+                    learner.q_online, conf.env.game, eval_options, conf.final_eval_episodes,
+                    algo.eval_epsilon, conf.seed, state.step, device,
+                )  # fmt: skip
+        except summary.RunInterrupted as stopped:
+            record.write("stopped", state.step, stopped_by=stopped.signal_name)
+            metrics.message(
+                f"stopped by {stopped.signal_name} during the final evaluation; continue with: "
+                f"dqn-train resume={run_dir}"
+            )
+            return 128 + int(signal.Signals[stopped.signal_name])
+        metrics.message(
+            f"final evaluation ({conf.final_eval_episodes} games, epsilon {algo.eval_epsilon}): "
+            f"return {final.return_mean:.1f} +- {final.return_std:.1f}"
+        )
+    record.write("finished", state.step, final=final)
     return 0
 
 

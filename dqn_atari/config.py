@@ -83,6 +83,7 @@ class TrainConfig:
     eval_interval: int = MISSING  # agent steps; 0 = off
     eval_episodes: int = MISSING  # games
     eval_max_episode_frames: int = MISSING  # emulator frames
+    final_eval_episodes: int = MISSING  # games of the final evaluation; 0 = none
     log_interval: int = MISSING  # agent steps
     progress_interval_s: float = MISSING  # seconds
     resume: str | None = None  # run directory to continue
@@ -270,6 +271,7 @@ def validate_train(cfg: TrainConfig) -> None:
         {
             "learning_starts": cfg.learning_starts,
             "eval_interval": cfg.eval_interval,
+            "final_eval_episodes": cfg.final_eval_episodes,
             "keep_checkpoints": cfg.keep_checkpoints,
             "algo.epsilon_decay_steps": cfg.algo.epsilon_decay_steps,
             "progress_interval_s": cfg.progress_interval_s,

@@ -1,0 +1,240 @@
+"""`summary.json`: what a run did, written atomically when it ends, for `dqn-report` to read.
+
+A run writes it when it finishes (after the final evaluation), when a signal stops it, and when
+it diverges. A run that was killed outright has none, and `dqn-report` lists it as incomplete.
+A resumed run carries the earlier segments over, so wall time and speed cover the whole run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+
+from dqn_atari import __version__
+from dqn_atari.envs import AtariOptions, AtariPhiEnv
+from dqn_atari.loop import EvalResult, evaluate
+from dqn_atari.networks import QFunction
+
+SUMMARY = "summary.json"
+FORMAT = "dqn-atari/summary-1"
+STATUSES = ("finished", "stopped", "diverged")
+
+
+def protocol_name(sticky_action_prob: float, noop_max: int) -> str:
+    """The evaluation protocol the environment settings amount to.
+
+    Nature (Mnih et al., 2015): a deterministic emulator and up to 30 random no-op frames at each
+    start. Machado et al. (2018): sticky actions with probability 0.25 instead. Anything else is
+    named by its two values, so that it is never grouped with either.
+    """
+    if sticky_action_prob == 0.0 and noop_max > 0:
+        return "Nature"
+    if sticky_action_prob == 0.25:
+        return "Machado"
+    return f"custom (sticky_action_prob={sticky_action_prob:g}, noop_max={noop_max})"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON through a temporary file, flushed and renamed over `path`."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's summary, or None when it has none or it cannot be read as one."""
+    try:
+        data = json.loads((run_dir / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def is_done(summary: dict[str, Any] | None, total_steps: int, final_eval_episodes: int) -> bool:
+    """Whether a summary already records the whole run as asked: nothing is left to do."""
+    if summary is None or summary.get("status") != "finished":
+        return False
+    if summary.get("agent_steps", 0) < total_steps or summary.get("total_steps") != total_steps:
+        return False
+    evaluation = summary.get("evaluation") or {}
+    return final_eval_episodes == 0 or (
+        evaluation.get("kind") == "final" and evaluation.get("episodes") == final_eval_episodes
+    )
+
+
+def final_evaluation(
+    q: QFunction,
+    game: str,
+    options: AtariOptions,
+    episodes: int,
+    epsilon: float,
+    seed: int,
+    step: int,
+    device: torch.device,
+) -> EvalResult:
+    """The Nature evaluation at the end of training: `episodes` full games at `epsilon`.
+
+    `options` are the run's own with life-loss terminals and reward clipping off and the game
+    capped as for evaluation. Own game and RNG, seeded apart from the periodic evaluations.
+    """
+    env = AtariPhiEnv(game, options, seed=seed + 2 + step)
+    try:
+        return evaluate(q, env, episodes, epsilon, np.random.default_rng([seed, step, 1]), device)
+    finally:
+        env.close()
+
+
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM during the final evaluation."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """SIGINT/SIGTERM raise RunInterrupted: a final evaluation has no step to finish first."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise RunInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def eval_record(kind: str, step: int, epsilon: float, result: EvalResult) -> dict[str, Any]:
+    return {"kind": kind, "agent_step": step, "epsilon": epsilon, **result.summary()}
+
+
+@dataclass
+class RunFacts:
+    """What a summary says about the run besides its counters: fixed for the whole run."""
+
+    game: str  # display name, 'Pong'
+    rom: str  # ALE ROM id, 'pong'
+    seed: int
+    protocol: str
+    algo: str
+    device: str  # where it trained: 'cpu', 'cuda:1' (device=auto resolved)
+    total_steps: int  # agent steps asked for
+    frame_skip: int  # emulator frames per agent step
+    final_eval_episodes: int
+    eval_epsilon: float
+    overrides: list[str]
+    config: dict[str, Any]
+
+
+class RunRecord:
+    """Times the run and writes its summary.json; created right before the training loop."""
+
+    def __init__(
+        self, run_dir: Path, facts: RunFacts, start_step: int, started_s: float, resumed: bool
+    ) -> None:
+        self.run_dir = run_dir
+        self.facts = facts
+        self.start_step = start_step
+        self.started_s = started_s  # time.monotonic() when this process began the run
+        self.loop_start_s = time.monotonic()
+        self.loop_end_s: float | None = None
+        self.last_eval: dict[str, Any] | None = None
+        previous = read_summary(run_dir) if resumed else None
+        # Segments of earlier processes that ended where this one starts (a stop writes its
+        # checkpoint at the step it stopped); a crash's lost steps are retrained, not counted.
+        self.segments: list[dict[str, Any]] = [
+            s for s in (previous or {}).get("segments", []) if s["end_step"] <= start_step
+        ]
+        if previous is not None and previous.get("evaluation"):
+            self.last_eval = previous["evaluation"]
+
+    def remember(
+        self, evaluate_at: Callable[[int], EvalResult], epsilon: float
+    ) -> Callable[[int], EvalResult]:
+        """`evaluate_at` that also keeps the last periodic evaluation for the summary."""
+
+        def wrapped(step: int) -> EvalResult:
+            result = evaluate_at(step)
+            self.last_eval = eval_record("periodic", step, epsilon, result)
+            return result
+
+        return wrapped
+
+    def loop_done(self) -> None:
+        self.loop_end_s = time.monotonic()
+
+    def write(
+        self,
+        status: str,
+        agent_steps: int,
+        stopped_by: str | None = None,
+        error: str | None = None,
+        final: EvalResult | None = None,
+    ) -> dict[str, Any]:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        now = time.monotonic()
+        loop_end = self.loop_end_s if self.loop_end_s is not None else now
+        segment = {
+            "start_step": self.start_step,
+            "end_step": agent_steps,
+            "train_s": round(loop_end - self.loop_start_s, 3),  # in the training loop
+            "wall_s": round(now - self.started_s, 3),  # start-up, loop and final evaluation
+        }
+        segments = [*self.segments, segment]
+        if final is not None:
+            self.last_eval = eval_record("final", agent_steps, self.facts.eval_epsilon, final)
+        f = self.facts
+        train_s = sum(s["train_s"] for s in segments)
+        trained = sum(s["end_step"] - s["start_step"] for s in segments)
+        summary = {
+            "format": FORMAT,
+            "status": status,
+            "stopped_by": stopped_by,
+            "error": error,
+            "game": f.game,
+            "rom": f.rom,
+            "seed": f.seed,
+            "protocol": f.protocol,
+            "algo": f.algo,
+            "device": f.device,
+            "agent_steps": agent_steps,
+            "total_steps": f.total_steps,
+            "frames": agent_steps * f.frame_skip,
+            "frame_skip": f.frame_skip,
+            "wall_time_s": round(sum(s["wall_s"] for s in segments), 3),
+            "agent_steps_per_s": round(trained / train_s, 2) if train_s > 0 else None,
+            "segments": segments,
+            "final_eval_episodes": f.final_eval_episodes,
+            "evaluation": self.last_eval,
+            "version": __version__,
+            "overrides": f.overrides,
+            "config": f.config,
+        }
+        write_json_atomic(self.run_dir / SUMMARY, summary)
+        return summary
