@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -314,8 +315,13 @@ def end_to_end_sps(
         ]  # fmt: skip
         with (Path(tmp) / "output.txt").open("w+") as output:
             proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp)
-            # wait4 gives this run's own peak RSS (its worker processes are not counted).
-            _, status, usage = os.wait4(proc.pid, 0)
+            try:
+                # wait4 gives this run's own peak RSS (its worker processes are not counted).
+                _, status, usage = os.wait4(proc.pid, 0)
+            except BaseException:  # stopped (SIGTERM, Ctrl-C): the run goes before its folder
+                proc.kill()
+                proc.wait()
+                raise
             if status != 0:
                 output.seek(0)
                 tail = output.read()[-3000:]
@@ -722,6 +728,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="where run directories go (default: TMPDIR)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON object here")
     args = parser.parse_args()
+    # SIGTERM (a time limit) unwinds like Ctrl-C, so that runs and temporary folders are cleaned.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     stages = [s for s in args.stages.split(",") if s]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py's op counter and scripts/gpu_check.py's environment check."""
+"""scripts/benchmark.py's op counter, and scripts/gpu_check.sh with its helper gpu_check.py."""
 
 from __future__ import annotations
 
@@ -104,3 +104,25 @@ def test_environment_check_names_the_device_and_refuses_cuda_without_it(tmp_path
     )  # fmt: skip
     assert cuda.returncode == 1
     assert "sees no CUDA device" in cuda.stderr and "--device cpu" in cuda.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would run the whole check")
+def test_gpu_check_without_cuda_stops_after_the_environment_check(tmp_path: Path) -> None:
+    out = tmp_path / "check"
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--device", "cuda", "--python",
+         sys.executable, str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["device"] == "cuda" and report["quick"] is False
+    stages = report["stages"]
+    assert stages["info"]["status"] == "failed"
+    assert "sees no CUDA device" in stages["info"]["reason"]
+    # Every other stage was skipped with its reason, none run: a table, not a cascade of errors.
+    others = {name: stage for name, stage in stages.items() if name != "info"}
+    assert {"pytest", "e2e_1_fp32", "learner_eager", "sb3", "ops", "replay_1m"} <= set(others)
+    assert all(stage["status"] == "skipped" and stage["reason"] for stage in others.values())
+    assert "not ok: info" in result.stdout
+    assert not (out / "work").exists()
