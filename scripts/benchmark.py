@@ -303,15 +303,18 @@ def end_to_end_sps(
     Epsilon is at its final 0.1 from learning_starts on, so nine steps in ten act greedily (a
     forward pass each), as in the bulk of a real run; the baseline is measured the same way.
     """
+    num_envs = max([1, *(int(o.split("=")[1]) for o in overrides if o.startswith("num_envs="))])
+    # dqn-train takes N agent steps at a time, so total_steps must be a multiple of N.
+    total_steps = -(-(learning_starts + steps) // num_envs) * num_envs
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         run_dir = Path(tmp) / "run"
         start = time.perf_counter()
         command = [
             sys.executable, "-c", "from dqn_atari.cli import train_entry; train_entry()",
             f"env={game}", f"device={device}", *overrides, "algo.epsilon_decay_steps=1",
-            f"total_steps={learning_starts + steps}", f"learning_starts={learning_starts}",
+            f"total_steps={total_steps}", f"learning_starts={learning_starts}",
             "buffer_size=100000", "eval_interval=0", "log_interval=500",
-            f"checkpoint_interval={learning_starts + steps}", f"hydra.run.dir={run_dir}",
+            f"checkpoint_interval={total_steps}", f"hydra.run.dir={run_dir}",
         ]  # fmt: skip
         with (Path(tmp) / "output.txt").open("w+") as output:
             proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp)
