@@ -328,7 +328,11 @@ def end_to_end_sps(
             if status != 0:
                 output.seek(0)
                 tail = output.read()[-3000:]
-                raise RuntimeError(f"{' '.join(command)} failed (wait status {status}):\n{tail}")
+                last = ([line for line in tail.splitlines() if line.strip()] or [""])[-1]
+                raise RuntimeError(
+                    f"dqn-train exited {os.waitstatus_to_exitcode(status)}: {last}\n"
+                    f"{' '.join(command)}\n{tail}"
+                )
         wall_s = time.perf_counter() - start
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
         events.Reload()
@@ -807,6 +811,18 @@ def main() -> None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(text + "\n")
     print(text)
+    failed = failures(report)
+    if failed:  # every other figure is in the JSON; the exit code tells a script
+        sys.exit(f"benchmark: {len(failed)} failed: {'; '.join(failed)[:500]}")
+
+
+def failures(report: Any, where: str = "") -> list[str]:
+    """The figures of `report` that are a failure's message, as 'path: message'."""
+    if isinstance(report, dict):
+        return [f for key, value in report.items() for f in failures(value, f"{where}.{key}")]
+    if isinstance(report, str) and report.startswith("failed:"):
+        return [f"{where.lstrip('.')}: {report.splitlines()[0]}"]
+    return []
 
 
 if __name__ == "__main__":

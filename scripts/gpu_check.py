@@ -234,6 +234,10 @@ def report(out: Path) -> int:
                 figures = json.loads((stages_dir / f"{name}.json").read_text())
             except json.JSONDecodeError as err:
                 entry["reason"] = f"unreadable figures: {err}"
+        if status == "ok" and figures is None:
+            # A stage that ends well writes its figures; without them it did not do its job.
+            entry["status"] = status = "failed"
+            entry["reason"] = entry.get("reason") or "exited 0 without writing its figures"
         entry["figures"] = figures
         log = out / "logs" / f"{name}.log"
         if log.is_file():
