@@ -1,22 +1,33 @@
 """Throughput of every stage of dqn-atari on this machine, measured in one run.
 
-    python scripts/benchmark.py                      # Breakout on the CPU, about 7 minutes
-    python scripts/benchmark.py --game Pong --device cuda --e2e-steps 20000
-    python scripts/benchmark.py --num-envs 2 --rounds 3  # end-to-end figures: medians of 3
+    python scripts/benchmark.py                      # Breakout on the CPU, every stage
+    python scripts/benchmark.py --device cuda --num-envs 1 8 16 --e2e-steps 20000
+    python scripts/benchmark.py --num-envs 1 2 --rounds 3   # end-to-end figures: medians of 3
+    python scripts/benchmark.py --stages ops         # the profiler's ops per agent step only
+    python scripts/benchmark.py --stages e2e --num-envs 16 --settings bf16_compiled \
+        --json-out e2e.json                          # one setting, as scripts/gpu_check.sh runs it
 
-Prints one JSON object: raw emulator frames/s, phi'd agent steps/s, replay insert and sample
-rates, learner updates/s (batch 32) for each precision and compile setting, end-to-end dqn-train
-agent steps/s at the Nature replay ratio (one update of 32 per 4 agent steps) after
-learning_starts, peak RSS and the bytes of a 1M-transition replay memory. Every figure comes
-from this run; compare figures only within one run.
+Prints one JSON object (and writes it to --json-out): raw emulator frames/s, phi'd agent steps/s,
+replay insert and sample rates, learner updates/s (batch 32) with and without sampling for each
+precision and compile setting, end-to-end dqn-train agent steps/s at the Nature replay ratio (one
+update of 32 per 4 agent steps) after learning_starts for each num_envs, Stable-Baselines3's DQN
+on the same device, the top-level aten ops per agent step of a whole dqn-train run, peak RSS and
+the bytes of a 1M-transition replay memory. Every figure comes from this run; compare figures
+only within one run. `--stages` picks a subset (emulator, replay, learner, e2e, sb3, ops).
+
+Settings (`--settings`, for the learner and end-to-end stages) are `fp32`, `bf16`, either with
+`_compiled` (`compile=true`) and then optionally `_adam` (Adam instead of Nature's RMSProp).
 
 Two comparisons are measured in the same run, for the choices they justify:
 - ale-py's threaded C++ `AtariVectorEnv` against our subprocess workers, with its own
   preprocessing and with ours applied to its max-pooled RGB screens;
 - Stable-Baselines3's DQN (CnnPolicy, AtariWrapper, same replay ratio, batch, replay size and
-  learning_starts) end to end, when `stable_baselines3` is installed (`pip install
-  stable-baselines3`; it is not a dependency of dqn-atari), as the baseline the speed-up is
-  quoted against.
+  learning_starts) end to end on the same device, when `stable_baselines3` can be imported
+  (`pip install stable-baselines3`; it is not a dependency of dqn-atari), as the baseline the
+  speed-up is quoted against.
+
+The stages that call the library's internals (`replay_rates`, `learner_rates`) are small
+functions of their own; everything else measures the real `dqn-train`.
 """
 
 from __future__ import annotations
@@ -27,12 +38,16 @@ import multiprocessing
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +63,12 @@ from dqn_atari.learner import Learner, LearnerSettings, make_optimizer
 from dqn_atari.networks import NatureQNetwork, bf16_supported
 from dqn_atari.preprocessing import resize, to_grayscale
 from dqn_atari.replay import ReplayMemory
-from dqn_atari.vector import make_vector_env
+from dqn_atari.vector import ReplaySet, make_vector_env
+
+STAGES = ("emulator", "replay", "learner", "e2e", "sb3", "ops")
+# The run issue #9 counts its CPU target with: 113 top-level aten ops per agent step at 308d3ff.
+OPS_RUN = ["env=Pong", "num_envs=16", "total_steps=4000", "learning_starts=800"]
+OPS_RUN += ["buffer_size=40000", "compile=false"]
 
 
 def rate(work: Callable[[], int], seconds: float) -> float:
@@ -142,55 +162,115 @@ def ale_vector_steps_per_s(game: str, num_envs: int, seconds: float, own_phi: bo
         envs.close()
 
 
-def replay_rates(device: torch.device, seconds: float) -> dict[str, float]:
-    memory = ReplayMemory(100_000, device=device)
+def setting_overrides(name: str) -> list[str]:
+    """dqn-train overrides of a setting name such as `bf16_compiled_adam`."""
+    parts = name.split("_")
+    if parts[0] not in ("fp32", "bf16") or any(p not in ("compiled", "adam") for p in parts[1:]):
+        raise ValueError(
+            f"setting must be fp32 or bf16, then optionally _compiled and _adam; got '{name}'"
+        )
+    overrides = [f"precision={parts[0]}"]
+    if "compiled" in parts:
+        overrides.append("compile=true")
+    if "adam" in parts:
+        overrides.append("algo.optimizer=adam")
+    return overrides
+
+
+def unsupported(name: str, device: torch.device) -> str | None:
+    """Why a setting cannot run on `device`, or None."""
+    if name.startswith("bf16") and not bf16_supported(device):
+        return f"skipped: bf16 is not supported on {device} here"
+    return None
+
+
+def cores_allow(num_envs: int) -> bool:
+    """num_envs=N runs N worker processes beside the learner's: only with a core for each."""
+    return num_envs <= (os.cpu_count() or 1)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def filled_memory(capacity: int, device: torch.device, frames: int) -> ReplayMemory:
+    """A replay memory on `device` holding `frames` random frames of one long game."""
+    memory = ReplayMemory(capacity, device=device)
+    rng = np.random.default_rng(0)
+    memory.start_episode(rng.integers(0, 256, (84, 84), dtype=np.uint8))
+    for _ in range(frames):
+        frame = rng.integers(0, 256, (84, 84), dtype=np.uint8)
+        memory.add(int(rng.integers(6)), 0.0, False, False, frame)
+    return memory
+
+
+def replay_rates(device: torch.device, seconds: float, num_games: int) -> dict[str, float]:
+    """Insert and sample rates of the replay memory on `device` (uses the replay's own API).
+
+    Inserts are one transition at a time for one game, and `num_games` transitions per loop
+    iteration, one per game's ring, as `num_envs=num_games` writes them.
+    """
     frame = np.zeros((84, 84), np.uint8)
+    memory = ReplayMemory(100_000, device=device)
     memory.start_episode(frame)
 
     def inserts() -> int:
         for _ in range(1000):
             memory.add(1, 0.0, False, False, frame)
+        sync(device)
         return 1000
 
     insert_rate = rate(inserts, seconds)
+    games = ReplaySet(num_games, 100_000, (84, 84), 4, device, seed=0)
+    for ring in games.rings:
+        ring.start_episode(frame)
+
+    def game_inserts() -> int:
+        for _ in range(100):
+            for ring in games.rings:
+                ring.add(1, 0.0, False, False, frame)
+        sync(device)
+        return 100 * num_games
+
+    games_rate = rate(game_inserts, seconds)
 
     def samples() -> int:
         for _ in range(20):
             batch = memory.sample(32)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         del batch
         return 20
 
     return {
         "insert_transitions_per_s": insert_rate,
+        f"insert_transitions_per_s_{num_games}_games": games_rate,
         "sample_batches32_per_s": rate(samples, seconds),
     }
 
 
-def learner_updates_per_s(
-    device: torch.device, precision: str, compiled: bool, seconds: float
-) -> float:
+def learner_rates(device: torch.device, setting: str, seconds: float) -> dict[str, float]:
+    """Batch-32 updates/s of the Learner: on one batch, and sampling each batch from a replay
+    memory on the same device first (uses the learner's and the replay's own API)."""
     keep_freed_host_memory()  # as dqn-train does
+    overrides = setting_overrides(setting)
+    precision = overrides[0].split("=")[1]
     torch.manual_seed(0)
     net = NatureQNetwork(6).to(device)
     learner = Learner(
         net,
-        make_optimizer("rmsprop", net.parameters(), lr=2.5e-4),
+        make_optimizer("adam" if "algo.optimizer=adam" in overrides else "rmsprop",
+                       net.parameters(), lr=2.5e-4),
         LearnerSettings(),
         device=device,
         precision=precision,
-        compile=compiled,
-    )
-    memory = ReplayMemory(5000, device=device)
-    rng = np.random.default_rng(0)
-    memory.start_episode(rng.integers(0, 256, (84, 84), dtype=np.uint8))
-    for _ in range(4000):
-        frame = rng.integers(0, 256, (84, 84), dtype=np.uint8)
-        memory.add(int(rng.integers(6)), 0.0, False, False, frame)
+        compile="compile=true" in overrides,
+    )  # fmt: skip
+    memory = filled_memory(5000, device, frames=4000)
     batch = memory.sample(32)
     for _ in range(5):  # warm-up, and compilation when compiled
         learner.update(batch)
+        learner.update(memory.sample(32))
 
     def updates() -> int:
         for _ in range(5):
@@ -198,7 +278,16 @@ def learner_updates_per_s(
         out.loss.item()  # wait for the device
         return 5
 
-    return rate(updates, seconds)
+    def sampled_updates() -> int:
+        for _ in range(5):
+            out = learner.update(memory.sample(32))
+        out.loss.item()
+        return 5
+
+    return {
+        "updates_per_s": rate(updates, seconds),
+        "updates_per_s_with_sampling": rate(sampled_updates, seconds),
+    }
 
 
 def end_to_end_sps(
@@ -207,34 +296,50 @@ def end_to_end_sps(
     overrides: list[str],
     learning_starts: int,
     steps: int,
+    work_dir: Path | None = None,
 ) -> dict[str, float]:
     """Real dqn-train at the Nature replay ratio; agent steps/s measured after learning_starts.
 
     Epsilon is at its final 0.1 from learning_starts on, so nine steps in ten act greedily (a
     forward pass each), as in the bulk of a real run; the baseline is measured the same way.
     """
-    with tempfile.TemporaryDirectory() as tmp:
+    num_envs = max([1, *(int(o.split("=")[1]) for o in overrides if o.startswith("num_envs="))])
+    # dqn-train takes N agent steps at a time, so total_steps must be a multiple of N.
+    total_steps = -(-(learning_starts + steps) // num_envs) * num_envs
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         run_dir = Path(tmp) / "run"
         start = time.perf_counter()
         command = [
             sys.executable, "-c", "from dqn_atari.cli import train_entry; train_entry()",
             f"env={game}", f"device={device}", *overrides, "algo.epsilon_decay_steps=1",
-            f"total_steps={learning_starts + steps}", f"learning_starts={learning_starts}",
+            f"total_steps={total_steps}", f"learning_starts={learning_starts}",
             "buffer_size=100000", "eval_interval=0", "log_interval=500",
-            f"checkpoint_interval={learning_starts + steps}", f"hydra.run.dir={run_dir}",
+            f"checkpoint_interval={total_steps}", f"hydra.run.dir={run_dir}",
         ]  # fmt: skip
         with (Path(tmp) / "output.txt").open("w+") as output:
             proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp)
-            # wait4 gives this run's own peak RSS (its worker processes are not counted).
-            _, status, usage = os.wait4(proc.pid, 0)
+            try:
+                # wait4 gives this run's own peak RSS (its worker processes are not counted).
+                _, status, usage = os.wait4(proc.pid, 0)
+            except BaseException:  # stopped (SIGTERM, Ctrl-C): the run goes before its folder
+                proc.kill()
+                proc.wait()
+                raise
             if status != 0:
                 output.seek(0)
-                raise RuntimeError(f"{' '.join(command)} failed:\n{output.read()}")
+                tail = output.read()[-3000:]
+                last = ([line for line in tail.splitlines() if line.strip()] or [""])[-1]
+                raise RuntimeError(
+                    f"dqn-train exited {os.waitstatus_to_exitcode(status)}: {last}\n"
+                    f"{' '.join(command)}\n{tail}"
+                )
         wall_s = time.perf_counter() - start
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
         events.Reload()
         # perf/sps at step S covers (S - 500, S]: keep the windows that start after learning.
         learning = [e.value for e in events.Scalars("perf/sps") if e.step > learning_starts + 500]
+    if not learning:
+        raise RuntimeError(f"no perf/sps window after learning_starts: raise --e2e-steps ({steps})")
     return {
         "agent_steps_per_s_learning": float(np.mean(learning)),
         "wall_s": wall_s,
@@ -242,13 +347,15 @@ def end_to_end_sps(
     }
 
 
-def sb3_dqn_sps(game: str, learning_starts: int, steps: int) -> dict[str, float] | str:
-    """Stable-Baselines3's DQN at the same replay ratio, batch and replay size, on this device.
+def sb3_dqn_sps(
+    game: str, device: torch.device, learning_starts: int, steps: int
+) -> dict[str, float] | str:
+    """Stable-Baselines3's DQN at the same replay ratio, batch and replay size, on `device`.
 
     Its standard Atari setup (AtariWrapper: no-op starts, action repeat 4 with max-pool,
     life-loss terminals, FIRE on reset, reward clipping, 84x84 grayscale; 4-frame stack), Adam,
-    one update of 32 every 4 agent steps, 100k replay, epsilon 0.1. Agent steps/s after
-    learning_starts.
+    one update of 32 every 4 agent steps, 100k replay (on the host, as SB3 keeps it), epsilon
+    0.1. Agent steps/s after learning_starts. A string when SB3 cannot be imported.
     """
     try:
         import ale_py
@@ -258,7 +365,7 @@ def sb3_dqn_sps(game: str, learning_starts: int, steps: int) -> dict[str, float]
         from stable_baselines3.common.env_util import make_atari_env as sb3_atari_env
         from stable_baselines3.common.vec_env import VecFrameStack
     except ImportError as err:
-        return f"not measured: {err} (pip install stable-baselines3)"
+        return f"skipped: {err} (pip install stable-baselines3, or put its wheel on PYTHONPATH)"
 
     gym.register_envs(ale_py)
 
@@ -274,18 +381,208 @@ def sb3_dqn_sps(game: str, learning_starts: int, steps: int) -> dict[str, float]
     env = VecFrameStack(sb3_atari_env(env_id, n_envs=1, seed=0), n_stack=4)
     model = DQN(
         "CnnPolicy", env, buffer_size=100_000, learning_starts=learning_starts, batch_size=32,
-        train_freq=4, gradient_steps=1, target_update_interval=1000, device="cpu", seed=0,
+        train_freq=4, gradient_steps=1, target_update_interval=1000, device=device, seed=0,
         # Epsilon 0.1 from learning_starts on, as in our end-to-end runs.
         exploration_fraction=1 / (learning_starts + steps), exploration_final_eps=0.1,
         optimize_memory_usage=True, replay_buffer_kwargs={"handle_timeout_termination": False},
     )  # fmt: skip
     clock = Clock()
     model.learn(total_timesteps=learning_starts + steps, callback=clock)
+    sync(device)
     learning_s = time.perf_counter() - clock.start
     return {
         "agent_steps_per_s_learning": (steps - 1) / learning_s,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+
+
+def top_level_aten_ops(events: Any) -> Counter[str]:
+    """Names of the host-side aten ops none of whose enclosing events is an aten op, from the
+    profiler's parsed events and their cpu_parent chains (`prof.events()`).
+
+    A nested aten op (aten::linear -> aten::addmm) is part of its caller's work; each top-level
+    one is at least one kernel launch or copy on a GPU. Enclosing non-aten events (Python
+    record_function ranges, autograd's evaluate_function nodes) do not count as nesting.
+    """
+    counts: Counter[str] = Counter()
+    for event in events:
+        if event.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        if not event.name.startswith("aten::"):
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        if parent is None:
+            counts[event.name] += 1
+    return counts
+
+
+# Events torch.autograd.profiler leaves out of prof.events() (profiler_util._filter_name).
+UNLISTED_EVENTS = {
+    "[memory]",
+    "[OutOfMemory]",
+    "profiler::_record_function_enter",
+    "profiler::_record_function_enter_new",
+    "profiler::_record_function_exit",
+    "aten::is_leaf",
+    "aten::output_nr",
+    "aten::_version",
+}
+
+
+def top_level_aten_ops_raw(kineto_events: Any) -> tuple[Counter[str], int, int]:
+    """`top_level_aten_ops` from the profiler's raw events, 20x faster than parsing them.
+
+    Builds the same nesting as torch's cpu_parent (EventList._populate_cpu_children): per
+    thread, events sorted by start then by end, latest first; an event is nested in the
+    innermost open event whose interval holds it; async events and the ones prof.events()
+    leaves out take no part. Returns the counts, the aten events nested ones included, and the
+    device events (kernels, copies, memsets).
+    """
+    cpu = torch.autograd.DeviceType.CPU
+    by_thread: dict[int, list[tuple[int, int, int, str]]] = {}
+    aten_events = device_events = 0
+    for order, event in enumerate(kineto_events):
+        if event.device_type() != cpu:
+            device_events += 1
+            continue
+        name = event.name()
+        if name in UNLISTED_EVENTS or event.is_async():
+            continue
+        if getattr(event, "is_hidden_event", lambda: False)():
+            continue  # left out of prof.events() too
+        if event.start_thread_id() != event.end_thread_id():
+            continue  # async as well
+        aten_events += name.startswith("aten::")
+        start = event.start_ns()
+        by_thread.setdefault(event.start_thread_id(), []).append(
+            (start, -(start + event.duration_ns()), order, name)
+        )
+    counts: Counter[str] = Counter()
+    for thread_events in by_thread.values():
+        thread_events.sort()
+        # (end, inside or is an aten op) of the open events, innermost last.
+        open_events: list[tuple[int, bool]] = []
+        for start, minus_end, _, name in thread_events:
+            end = -minus_end
+            while open_events and (start >= open_events[-1][0] or end > open_events[-1][0]):
+                open_events.pop()
+            nested = bool(open_events) and open_events[-1][1]
+            is_aten = name.startswith("aten::")
+            if is_aten and not nested:
+                counts[name] += 1
+            open_events.append((end, nested or is_aten))
+    return counts, aten_events, device_events
+
+
+@contextmanager
+def profiled_in_windows(device: torch.device, window_agent_steps: int) -> Iterator[dict[str, Any]]:
+    """Profile everything in the block, counted and dropped every `window_agent_steps`.
+
+    One trace of a whole run would hold millions of events (gigabytes once parsed), so the
+    trace is cut between loop iterations: Metrics.progress runs once per iteration of every
+    training loop, outside any op, and steps the profiler there. Each finished window is
+    counted and released. If that hook is never called, the whole run is one window: the
+    count is the same, only the memory is larger.
+    """
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from dqn_atari.metrics import Metrics
+
+    tally: dict[str, Any] = {"ops": Counter(), "aten_events": 0, "device_events": 0, "windows": 0}
+
+    def count(prof: Any) -> None:
+        # The raw events: parsing a window into FunctionEvents takes ~70 us an event here.
+        ops, aten_events, device_events = top_level_aten_ops_raw(
+            prof.profiler.kineto_results.events()
+        )
+        tally["windows"] += 1
+        tally["ops"].update(ops)
+        tally["aten_events"] += aten_events
+        tally["device_events"] += device_events
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    progress = Metrics.progress
+    last_cut = 0
+    with warnings.catch_warnings():
+        # "won't be using warmup" and "clears events at the end of each cycle": both intended.
+        warnings.filterwarnings("ignore", message=".*[Pp]rofiler.*", category=UserWarning)
+        prof = profile(
+            activities=activities,
+            schedule=schedule(wait=0, warmup=0, active=1),
+            on_trace_ready=count,
+        )
+
+        def progress_and_cut(self: Metrics, step: int, *args: Any, **kwargs: Any) -> None:
+            nonlocal last_cut
+            progress(self, step, *args, **kwargs)
+            if step - last_cut >= window_agent_steps:
+                last_cut = step
+                prof.step()
+
+        Metrics.progress = progress_and_cut  # type: ignore[method-assign]
+        try:
+            with prof:
+                yield tally
+        finally:
+            Metrics.progress = progress  # type: ignore[method-assign]
+
+
+def ops_per_agent_step(
+    device: torch.device,
+    overrides: list[str],
+    window_agent_steps: int,
+    top: int,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Top-level aten ops of the main process per agent step over a whole dqn-train run.
+
+    Runs the real dqn-train entry point in this process under torch.profiler (host activity;
+    on CUDA the device's kernels and copies are counted too), from start-up to the final
+    checkpoint, and divides by the agent steps the run took. Run it in a fresh process.
+    """
+    from dqn_atari.cli import train_entry
+
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        run_dir = Path(tmp) / "run"
+        argv = [*overrides, f"device={device}", f"hydra.run.dir={run_dir}"]
+        saved_argv, sys.argv = sys.argv, ["dqn-train", *argv]
+        start = time.perf_counter()
+        try:
+            with profiled_in_windows(device, window_agent_steps) as tally:
+                train_entry()
+        except SystemExit as stop:
+            if stop.code:
+                raise RuntimeError(f"dqn-train {' '.join(argv)} exited {stop.code}") from None
+        finally:
+            sys.argv = saved_argv
+        wall_s = time.perf_counter() - start
+        checkpoint = torch.load(
+            run_dir / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True
+        )
+        agent_steps = int(checkpoint["state"]["step"])
+    ops: Counter[str] = tally["ops"]
+    total = sum(ops.values())
+    report: dict[str, Any] = {
+        "command": ["dqn-train", *argv[:-1]],
+        "agent_steps": agent_steps,
+        "top_level_aten_ops": total,
+        "ops_per_agent_step": total / agent_steps,
+        "top_ops_per_agent_step": {
+            name: round(n / agent_steps, 3) for name, n in ops.most_common(top)
+        },
+        "aten_events_per_agent_step_nested_included": tally["aten_events"] / agent_steps,
+        "profiler_windows": tally["windows"],
+        "window_agent_steps": window_agent_steps,
+        "wall_s_under_profiler": wall_s,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    if device.type == "cuda":
+        report["device_kernels_and_copies_per_agent_step"] = tally["device_events"] / agent_steps
+    return report
 
 
 def over_rounds(results: list[dict[str, float]]) -> dict[str, Any]:
@@ -308,119 +605,224 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
         return pool.submit(fn, *args).result()
 
 
+def machine(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def e2e_and_baseline(
+    args: argparse.Namespace, device: torch.device, settings: list[str] | None, baseline: bool
+) -> dict[str, Any]:
+    """End-to-end dqn-train for each num_envs and setting, and SB3's DQN, in `args.rounds`
+    rounds taken in turn, so that a slow spell of a shared machine falls on all of them alike
+    instead of on one setting's figure."""
+    precisions = ["fp32", "bf16"] if bf16_supported(device) else ["fp32"]
+    fastest = f"{precisions[-1]}_compiled"
+    e2e: dict[str, dict[str, Any]] = {}
+    runs: dict[tuple[str, str], list[str]] = {}
+    for num_envs in args.num_envs:
+        key = f"num_envs_{num_envs}"
+        if not cores_allow(num_envs):
+            e2e[key] = {
+                "skipped": f"num_envs={num_envs} needs {num_envs} cores for its workers; "
+                f"this machine has {os.cpu_count()}"
+            }
+            continue
+        if settings is not None:
+            names = settings
+        elif num_envs == 1:
+            names = [*(f"{p}{c}" for p in precisions for c in ("", "_compiled")), f"{fastest}_adam"]
+        else:
+            names = list(dict.fromkeys(["fp32", fastest]))
+        e2e[key] = {}
+        for name in names:
+            why_not = unsupported(name, device)
+            if why_not is not None:
+                e2e[key][name] = why_not
+                continue
+            extra = [f"num_envs={num_envs}"] if num_envs > 1 else []
+            runs[(key, name)] = [*setting_overrides(name), *extra]
+    measured: dict[tuple[str, str], list[dict[str, float]]] = {run: [] for run in runs}
+    failed: dict[tuple[str, str], str] = {}
+    baseline_runs: list[dict[str, float]] = []
+    baseline_note = "skipped: not asked for" if not baseline else ""
+    for _ in range(args.rounds):
+        for run, overrides in runs.items():
+            if run in failed:
+                continue
+            try:
+                measured[run].append(
+                    end_to_end_sps(
+                        args.game, device, overrides, args.learning_starts, args.e2e_steps,
+                        args.work_dir,
+                    )
+                )  # fmt: skip
+            except RuntimeError as err:
+                failed[run] = f"failed: {err}"
+        if baseline and not baseline_note:
+            result = in_fresh_process(
+                sb3_dqn_sps, args.game, device, args.learning_starts, args.e2e_steps
+            )
+            if isinstance(result, str):  # stable_baselines3 cannot be imported
+                baseline_note = result
+            else:
+                baseline_runs.append(result)
+    for (setting, name), results in measured.items():
+        e2e[setting][name] = failed.get((setting, name)) or over_rounds(results)
+    report: dict[str, Any] = {}
+    if runs or e2e:
+        report["end_to_end_dqn_train"] = e2e
+    if baseline:
+        report["baseline_sb3_dqn"] = over_rounds(baseline_runs) if baseline_runs else baseline_note
+    if baseline_runs and measured:
+        base_sps = over_rounds(baseline_runs)["agent_steps_per_s_learning"]
+        report["speedup_vs_sb3"] = {
+            f"{setting}_{name}": run["agent_steps_per_s_learning"] / base_sps
+            for setting, by_name in e2e.items()
+            for name, run in by_name.items()
+            if isinstance(run, dict) and "agent_steps_per_s_learning" in run
+        }
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--game", default="Breakout")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--stages", default=",".join(STAGES),
+        help=f"comma-separated subset of {','.join(STAGES)} (default: all)",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=5.0, help="per micro-benchmark")
     parser.add_argument("--learning-starts", type=int, default=2000, help="agent steps")
     parser.add_argument("--e2e-steps", type=int, default=6000, help="agent steps after learning")
-    parser.add_argument("--num-envs", type=int, default=4, help="N for the num_envs=N figures")
+    parser.add_argument(
+        "--num-envs", type=int, nargs="+", default=[1, 8, 16, 32],
+        help="num_envs of the end-to-end runs; N > os.cpu_count() is skipped (default 1 8 16 32)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--settings",
+        help="comma-separated learner and end-to-end settings, e.g. fp32,bf16_compiled "
+        "(default: every precision the device supports, eager and compiled; with num_envs > 1 "
+        "fp32 and the fastest; with num_envs=1 also the fastest with Adam)",
+    )
     parser.add_argument(
         "--rounds", type=int, default=1,
         help="end-to-end runs of each setting, taken in turn; figures are their median",
     )  # fmt: skip
     parser.add_argument(
-        "--no-baseline", dest="baseline", action="store_false",
-        help="skip Stable-Baselines3's DQN (measured only on the CPU)",
+        "--replay-games", type=int, default=16, help="games of the N-game replay insert rate"
+    )
+    parser.add_argument(
+        "--ops-run", help="dqn-train overrides of the ops stage, space-separated "
+        f"(default: {' '.join(OPS_RUN)})",
     )  # fmt: skip
+    parser.add_argument(
+        "--ops-window", type=int, default=250,
+        help="agent steps per profiler window of the ops stage (bounds the profiler's memory)",
+    )  # fmt: skip
+    parser.add_argument("--ops-top", type=int, default=15, help="op names in the breakdown")
+    parser.add_argument("--work-dir", type=Path, help="where run directories go (default: TMPDIR)")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON object here")
     args = parser.parse_args()
+    # SIGTERM (a time limit) unwinds like Ctrl-C, so that runs and temporary folders are cleaned.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    settings = [s for s in args.settings.split(",") if s] if args.settings else None
+    try:
+        for name in settings or []:
+            setting_overrides(name)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     precisions = ["fp32", "bf16"] if bf16_supported(device) else ["fp32"]
+    report: dict[str, Any] = {"machine": machine(device), "game": args.game}
 
-    raw_fps = raw_emulator_fps(args.game, args.seconds)
-    phi_sps = phi_steps_per_s(args.game, args.seconds)
-    vector_sps = vector_steps_per_s(args.game, args.num_envs, args.seconds)
-    ale_vector = {
-        f"own_phi_num_envs_{args.num_envs}": ale_vector_steps_per_s(
-            args.game, args.num_envs, args.seconds, own_phi=True
-        ),
-        f"our_phi_num_envs_{args.num_envs}": ale_vector_steps_per_s(
-            args.game, args.num_envs, args.seconds, own_phi=False
-        ),
-    }
-    learner = {
-        f"{precision}_{'compiled' if compiled else 'eager'}": in_fresh_process(
-            learner_updates_per_s, device, precision, compiled, args.seconds
-        )
-        for precision in precisions
-        for compiled in (False, True)
-    }
-    # The Nature recipe (RMSProp) in fp32 and bf16, eager and compiled; the fastest setting
-    # with Adam, the baseline's optimizer; then N games in worker processes.
-    settings: dict[str, list[str]] = {}
-    for precision in precisions:
-        settings[precision] = [f"precision={precision}"]
-        settings[f"{precision}_compiled"] = [f"precision={precision}", "compile=true"]
-    fastest = f"{precisions[-1]}_compiled"
-    e2e_settings: dict[tuple[str, str], list[str]] = {
-        **{("num_envs_1", name): overrides for name, overrides in settings.items()},
-        ("num_envs_1", f"{fastest}_adam"): [*settings[fastest], "algo.optimizer=adam"],
-        **{
-            (f"num_envs_{args.num_envs}", name): [*settings[name], f"num_envs={args.num_envs}"]
-            for name in dict.fromkeys(["fp32", fastest])
-        },
-    }
-    # Rounds run every setting (and the baseline) once each, in turn, so that a slow spell of
-    # this shared machine falls on all of them alike instead of on one setting's figure.
-    measured: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in e2e_settings}
-    baseline_runs: list[dict[str, float]] = []
-    measure_baseline = args.baseline and device.type == "cpu"
-    baseline_note = (
-        "not measured: the baseline runs on the CPU only"
-        if args.baseline
-        else "not measured: --no-baseline"
-    )
-    for _ in range(args.rounds):
-        for key, overrides in e2e_settings.items():
-            measured[key].append(
-                end_to_end_sps(args.game, device, overrides, args.learning_starts, args.e2e_steps)
-            )
-        if measure_baseline:
-            result = in_fresh_process(sb3_dqn_sps, args.game, args.learning_starts, args.e2e_steps)
-            if isinstance(result, str):  # stable_baselines3 is not installed
-                baseline_note, measure_baseline = result, False
-            else:
-                baseline_runs.append(result)
-    e2e: dict[str, dict[str, dict[str, Any]]] = {}
-    for (setting, name), results in measured.items():
-        e2e.setdefault(setting, {})[name] = over_rounds(results)
-    baseline = over_rounds(baseline_runs) if baseline_runs else baseline_note
-    speedup = {}
-    if isinstance(baseline, dict):
-        base_sps = baseline["agent_steps_per_s_learning"]
-        speedup = {
-            f"{setting}_{name}": run["agent_steps_per_s_learning"] / base_sps
-            for setting, runs in e2e.items()
-            for name, run in runs.items()
-        }
-    report = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(),
-            "device": str(device),
-            "torch": torch.__version__,
-        },
-        "game": args.game,
-        "raw_emulator_frames_per_s": raw_fps,
-        "phi_agent_steps_per_s": {
+    if "emulator" in stages:
+        raw_fps = raw_emulator_fps(args.game, args.seconds)
+        phi_sps = phi_steps_per_s(args.game, args.seconds)
+        workers = [n for n in args.num_envs if n > 1 and cores_allow(n)][:1] or [2]
+        report["raw_emulator_frames_per_s"] = raw_fps
+        report["phi_agent_steps_per_s"] = {
             "num_envs_1": phi_sps,
-            f"num_envs_{args.num_envs}_workers": vector_sps,
-        },
-        "phi_vs_raw_over_4": phi_sps / (raw_fps / 4),
-        "ale_vector_env_agent_steps_per_s": ale_vector,
-        "replay": replay_rates(device, args.seconds),
-        "learner_updates_per_s_batch32": learner,
-        "end_to_end_dqn_train": e2e,
-        "baseline_sb3_dqn": baseline,
-        "speedup_vs_sb3": speedup,
-        "peak_rss_bytes_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            f"num_envs_{workers[0]}_workers": vector_steps_per_s(
+                args.game, workers[0], args.seconds
+            ),
+        }
+        report["phi_vs_raw_over_4"] = phi_sps / (raw_fps / 4)
+        report["ale_vector_env_agent_steps_per_s"] = {
+            f"{kind}_phi_num_envs_{workers[0]}": ale_vector_steps_per_s(
+                args.game, workers[0], args.seconds, own_phi=kind == "own"
+            )
+            for kind in ("own", "our")
+        }
+    if "replay" in stages:
+        report["replay"] = replay_rates(device, args.seconds, args.replay_games)
         # The tensors' bytes (on the CPU they are allocated lazily, so this costs no memory).
-        "replay_1m_bytes": ReplayMemory(1_000_000).nbytes,
-    }
-    print(json.dumps(report, indent=1))
+        report["replay_1m_bytes"] = ReplayMemory(1_000_000).nbytes
+    if "learner" in stages:
+        names = settings or [f"{p}{c}" for p in precisions for c in ("", "_compiled")]
+        learner: dict[str, Any] = {}
+        for name in names:
+            why_not = unsupported(name, device)
+            key = name if "compiled" in name else f"{name}_eager"
+            learner[key] = why_not or in_fresh_process(learner_rates, device, name, args.seconds)
+        report["learner_batch32"] = learner
+    if "e2e" in stages or "sb3" in stages:
+        if "e2e" not in stages:
+            args.num_envs = []
+        report.update(e2e_and_baseline(args, device, settings, baseline="sb3" in stages))
+    if "ops" in stages:
+        overrides = args.ops_run.split() if args.ops_run else OPS_RUN
+        ops = in_fresh_process(
+            ops_per_agent_step, device, overrides, args.ops_window, args.ops_top, args.work_dir
+        )
+        report["ops_per_agent_step"] = ops
+        print(
+            f"{ops['ops_per_agent_step']:.1f} top-level aten ops per agent step "
+            f"({ops['top_level_aten_ops']:,} over {ops['agent_steps']:,} agent steps of "
+            f"{' '.join(ops['command'])}); the most frequent, per agent step:",
+            file=sys.stderr,
+        )
+        for name, per_step in ops["top_ops_per_agent_step"].items():
+            print(f"  {per_step:8.2f}  {name}", file=sys.stderr)
+    report["peak_rss_bytes_this_process"] = (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    text = json.dumps(report, indent=1)
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
+    print(text)
+    failed = failures(report)
+    if failed:  # every other figure is in the JSON; the exit code tells a script
+        sys.exit(f"benchmark: {len(failed)} failed: {'; '.join(failed)[:500]}")
+
+
+def failures(report: Any, where: str = "") -> list[str]:
+    """The figures of `report` that are a failure's message, as 'path: message'."""
+    if isinstance(report, dict):
+        return [f for key, value in report.items() for f in failures(value, f"{where}.{key}")]
+    if isinstance(report, str) and report.startswith("failed:"):
+        return [f"{where.lstrip('.')}: {report.splitlines()[0]}"]
+    return []
 
 
 if __name__ == "__main__":

@@ -1,0 +1,128 @@
+"""scripts/benchmark.py's op counter, and scripts/gpu_check.sh with its helper gpu_check.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import benchmark  # noqa: E402  (a script, not a package: imported from scripts/)
+
+
+def test_only_aten_ops_outside_other_aten_ops_are_counted() -> None:
+    x, w, b = torch.randn(4, 3), torch.randn(5, 3), torch.randn(5)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        y = torch.nn.functional.linear(x, w, b)  # aten::linear -> aten::t, aten::addmm
+        with record_function("not an op"):  # a Python range does not nest what is inside it
+            torch.relu(y).add_(1)
+    names = {event.name for event in prof.events()}
+    assert {"aten::addmm", "aten::t"} <= names  # there, but nested in aten::linear
+    counts = benchmark.top_level_aten_ops(prof.events())
+    assert counts == {"aten::linear": 1, "aten::relu": 1, "aten::add_": 1}
+
+
+def test_the_fast_count_from_raw_events_equals_the_cpu_parent_count() -> None:
+    # A DQN-like step in plain torch: uint8 frames gathered by index, a conv net forward and
+    # backward (autograd nodes, nested convolution ops), Huber loss, centered RMSProp.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 8, stride=4), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(8 * 7 * 7, 6),
+    )  # fmt: skip
+    optimizer = torch.optim.RMSprop(net.parameters(), lr=1e-3, centered=True, eps=0.01)
+    frames = torch.randint(0, 256, (100, 32, 32), dtype=torch.uint8)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            slot = torch.randint(3, 100, (16,))
+            obs = frames[slot[:, None] - torch.arange(4)].float() / 255.0
+            q = net(obs).gather(1, torch.zeros(16, 1, dtype=torch.int64)).squeeze(1)
+            loss = torch.nn.functional.huber_loss(q, torch.ones(16))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    exact = benchmark.top_level_aten_ops(prof.events())
+    fast, aten_events, device_events = benchmark.top_level_aten_ops_raw(
+        prof.profiler.kineto_results.events()
+    )
+    assert fast == exact
+    assert exact["aten::convolution_backward"] == 3  # run by autograd, under no aten op
+    # prof.events() also folds an op into a parent of the same name; the raw count keeps both.
+    assert aten_events >= sum(1 for e in prof.events() if e.name.startswith("aten::"))
+    assert aten_events > sum(exact.values()) and device_events == 0
+
+
+def count_ops(tmp_path: Path, window_agent_steps: int) -> dict:
+    out = tmp_path / f"ops_{window_agent_steps}.json"
+    run = "env=Pong total_steps=240 learning_starts=120 buffer_size=1000 seed=5"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--stages", "ops",
+         "--ops-run", run, "--ops-window", str(window_agent_steps), "--ops-top", "1000",
+         "--json-out", str(out),
+         "--work-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())["ops_per_agent_step"]
+
+
+@pytest.mark.slow
+def test_cutting_the_profile_into_windows_neither_loses_nor_repeats_an_op(tmp_path: Path) -> None:
+    # The same seeded CPU run plays the same steps, so it issues the same ops either way.
+    windowed = count_ops(tmp_path, window_agent_steps=40)
+    whole = count_ops(tmp_path, window_agent_steps=10**9)
+    assert windowed["profiler_windows"] == 6 + 1  # cut at 40, 80, ..., 240, then the rest
+    assert whole["profiler_windows"] == 1
+    assert windowed["agent_steps"] == whole["agent_steps"] == 240
+    assert windowed["top_level_aten_ops"] == whole["top_level_aten_ops"] > 0
+    assert windowed["top_ops_per_agent_step"] == whole["top_ops_per_agent_step"]
+    # The updates (one per 4 agent steps after 120) were profiled, backward passes included.
+    assert windowed["top_ops_per_agent_step"].get("aten::convolution_backward", 0) > 0
+
+
+def test_environment_check_names_the_device_and_refuses_cuda_without_it(tmp_path: Path) -> None:
+    script = str(ROOT / "scripts" / "gpu_check.py")
+    cpu = subprocess.run(
+        [sys.executable, script, "info", "--device", "cpu", "--out", str(tmp_path / "cpu.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cpu.returncode == 0, cpu.stderr
+    found = json.loads((tmp_path / "cpu.json").read_text())
+    assert found["torch"] == torch.__version__ and found["problems"] == []
+    assert found["cpu_count"] >= 1 and "version" in found["packages"]["dqn_atari"]
+    if torch.cuda.is_available():
+        return
+    cuda = subprocess.run(
+        [sys.executable, script, "info", "--device", "cuda", "--out", str(tmp_path / "cuda.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cuda.returncode == 1
+    assert "sees no CUDA device" in cuda.stderr and "--device cpu" in cuda.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would run the whole check")
+def test_gpu_check_without_cuda_stops_after_the_environment_check(tmp_path: Path) -> None:
+    out = tmp_path / "check"
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--device", "cuda", "--python",
+         sys.executable, str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["device"] == "cuda" and report["quick"] is False
+    stages = report["stages"]
+    assert stages["info"]["status"] == "failed"
+    assert "sees no CUDA device" in stages["info"]["reason"]
+    # Every other stage was skipped with its reason, none run: a table, not a cascade of errors.
+    others = {name: stage for name, stage in stages.items() if name != "info"}
+    assert {"pytest", "e2e_1_fp32", "learner_eager", "sb3", "ops", "replay_1m"} <= set(others)
+    assert all(stage["status"] == "skipped" and stage["reason"] for stage in others.values())
+    assert "not ok: info" in result.stdout
+    assert not (out / "work").exists()
