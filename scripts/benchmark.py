@@ -57,13 +57,14 @@ from ale_py.env import AtariEnv
 from ale_py.vector_env import AtariVectorEnv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dqn_atari.cli import keep_freed_host_memory
 from dqn_atari.envs import AtariOptions, display_name, make_atari_env, resolve_game
-from dqn_atari.learner import Learner, LearnerSettings, make_optimizer
+from dqn_atari.learner import Learner, LearnerSettings
 from dqn_atari.networks import NatureQNetwork, bf16_supported
+from dqn_atari.optim import make_optimizer
+from dqn_atari.perf import keep_freed_host_memory
 from dqn_atari.preprocessing import resize, to_grayscale
 from dqn_atari.replay import ReplayMemory
-from dqn_atari.vector import ReplaySet, make_vector_env
+from dqn_atari.vector import WorkerGames
 
 STAGES = ("emulator", "replay", "learner", "e2e", "sb3", "ops")
 # The run issue #9 counts its CPU target with: 113 top-level aten ops per agent step at 308d3ff.
@@ -112,14 +113,14 @@ def phi_steps_per_s(game: str, seconds: float) -> float:
 
 def vector_steps_per_s(game: str, num_envs: int, seconds: float) -> float:
     """Agent steps/s of N phi'd games in worker processes (what num_envs=N plays with)."""
-    envs = make_vector_env(game, AtariOptions(), 0, num_envs)
+    envs = WorkerGames(game, AtariOptions(), 0, num_envs)
     envs.reset()
     rng = np.random.default_rng(0)
-    n_actions = int(envs.single_action_space.n)  # type: ignore[attr-defined]
 
     def steps() -> int:
         for _ in range(50):
-            envs.step(rng.integers(n_actions, size=num_envs))
+            envs.step_async(rng.integers(envs.num_actions, size=num_envs))
+            envs.step_wait()
         return 50 * num_envs
 
     try:
@@ -194,46 +195,44 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def filled_memory(capacity: int, device: torch.device, frames: int) -> ReplayMemory:
-    """A replay memory on `device` holding `frames` random frames of one long game."""
-    memory = ReplayMemory(capacity, device=device)
+def filled_memory(
+    capacity: int, device: torch.device, steps: int, num_games: int = 1
+) -> ReplayMemory:
+    """A replay memory on `device` holding `steps` vector steps of random frames."""
+    memory = ReplayMemory(capacity, device=device, num_games=num_games)
     rng = np.random.default_rng(0)
-    memory.start_episode(rng.integers(0, 256, (84, 84), dtype=np.uint8))
-    for _ in range(frames):
-        frame = rng.integers(0, 256, (84, 84), dtype=np.uint8)
-        memory.add(int(rng.integers(6)), 0.0, False, False, frame)
+    memory.start(rng.integers(0, 256, (num_games, 84, 84), dtype=np.uint8))
+    no = np.zeros(num_games, np.bool_)
+    for _ in range(steps):
+        frames = rng.integers(0, 256, (num_games, 84, 84), dtype=np.uint8)
+        memory.add_step(
+            rng.integers(6, size=num_games), np.zeros(num_games), no, no, frames, frames
+        )
     return memory
 
 
 def replay_rates(device: torch.device, seconds: float, num_games: int) -> dict[str, float]:
     """Insert and sample rates of the replay memory on `device` (uses the replay's own API).
 
-    Inserts are one transition at a time for one game, and `num_games` transitions per loop
-    iteration, one per game's ring, as `num_envs=num_games` writes them.
+    Inserts as dqn-train writes them: one vector step at a time, for one game and for
+    `num_games` games (one call writes all of them).
     """
-    frame = np.zeros((84, 84), np.uint8)
-    memory = ReplayMemory(100_000, device=device)
-    memory.start_episode(frame)
 
-    def inserts() -> int:
-        for _ in range(1000):
-            memory.add(1, 0.0, False, False, frame)
-        sync(device)
-        return 1000
+    def insert_rate(n: int) -> float:
+        memory = ReplayMemory(100_000, device=device, num_games=n)
+        frames = np.zeros((n, 84, 84), np.uint8)
+        memory.start(frames)
+        actions, rewards, no = np.ones(n, np.int64), np.zeros(n), np.zeros(n, np.bool_)
 
-    insert_rate = rate(inserts, seconds)
-    games = ReplaySet(num_games, 100_000, (84, 84), 4, device, seed=0)
-    for ring in games.rings:
-        ring.start_episode(frame)
+        def inserts() -> int:
+            for _ in range(200):
+                memory.add_step(actions, rewards, no, no, frames, frames)
+            sync(device)
+            return 200 * n
 
-    def game_inserts() -> int:
-        for _ in range(100):
-            for ring in games.rings:
-                ring.add(1, 0.0, False, False, frame)
-        sync(device)
-        return 100 * num_games
+        return rate(inserts, seconds)
 
-    games_rate = rate(game_inserts, seconds)
+    memory = filled_memory(100_000, device, steps=4000)
 
     def samples() -> int:
         for _ in range(20):
@@ -243,45 +242,50 @@ def replay_rates(device: torch.device, seconds: float, num_games: int) -> dict[s
         return 20
 
     return {
-        "insert_transitions_per_s": insert_rate,
-        f"insert_transitions_per_s_{num_games}_games": games_rate,
+        "insert_transitions_per_s": insert_rate(1),
+        f"insert_transitions_per_s_{num_games}_games": insert_rate(num_games),
         "sample_batches32_per_s": rate(samples, seconds),
     }
 
 
 def learner_rates(device: torch.device, setting: str, seconds: float) -> dict[str, float]:
-    """Batch-32 updates/s of the Learner: on one batch, and sampling each batch from a replay
-    memory on the same device first (uses the learner's and the replay's own API)."""
+    """Batch-32 updates/s of the Learner: on one fixed batch, and as dqn-train runs it, sampling
+    each batch from a replay memory on the same device inside the update (one CUDA graph on
+    CUDA with compile)."""
     keep_freed_host_memory()  # as dqn-train does
     overrides = setting_overrides(setting)
     precision = overrides[0].split("=")[1]
+    compiled = "compile=true" in overrides
     torch.manual_seed(0)
     net = NatureQNetwork(6).to(device)
+    memory = filled_memory(5000, device, steps=4000)
     learner = Learner(
         net,
         make_optimizer("adam" if "algo.optimizer=adam" in overrides else "rmsprop",
-                       net.parameters(), lr=2.5e-4),
+                       list(net.parameters()), lr=2.5e-4),
         LearnerSettings(),
+        replay=memory,
+        batch_size=32,
         device=device,
         precision=precision,
-        compile="compile=true" in overrides,
+        compile=compiled,
+        cuda_graph=compiled,
     )  # fmt: skip
-    memory = filled_memory(5000, device, frames=4000)
     batch = memory.sample(32)
-    for _ in range(5):  # warm-up, and compilation when compiled
-        learner.update(batch)
-        learner.update(memory.sample(32))
+    for _ in range(5):  # warm-up, and compilation (and CUDA graph capture) when compiled
+        learner.update_on(batch)
+        learner.update()
 
     def updates() -> int:
         for _ in range(5):
-            out = learner.update(batch)
-        out.loss.item()  # wait for the device
+            loss = learner.update_on(batch)
+        loss.item()  # wait for the device
         return 5
 
     def sampled_updates() -> int:
         for _ in range(5):
-            out = learner.update(memory.sample(32))
-        out.loss.item()
+            learner.update()
+        learner.last_loss.item()
         return 5
 
     return {
