@@ -1,10 +1,13 @@
-"""Checkpoints as explicit state dicts: written atomically, read without running code.
+"""Checkpoints as explicit state dicts: one versioned layout, written atomically, read without
+running code.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, saved with
-`torch.save` and loaded with `torch.load(weights_only=True)`, which refuses any pickle that
-would construct arbitrary objects. It is written to a temporary file in the same directory,
-flushed to disk and renamed over `latest.pt`, so a crash at any moment leaves the previous
-checkpoint whole.
+`TrainCheckpoint` is the layout: what identifies the run (game, action set, phi settings,
+config) and each component's own `state_dict()` (learner, counters, random streams, games), plus
+the name of the saved replay memory beside it. It is a plain dict of tensors, numbers, strings,
+lists and dicts, saved with `torch.save` and loaded with `torch.load(weights_only=True)`, which
+refuses any pickle that would construct arbitrary objects. It is written to a temporary file in
+the same directory, flushed to disk and renamed over `latest.pt`, so a crash at any moment
+leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import re
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-# 2: one replay memory for N games, own optimizer state (0.2). 1: one ring per game (0.1);
-# dqn-eval still reads it, resume refuses it.
+# 2 (0.2): one replay memory for N games, the optimizers' own state, components' state_dicts.
+# 1 (0.1): one replay ring per game; dqn-eval still reads it, resume refuses it.
 FORMAT = "dqn-atari/2"
 FORMATS_READ = ("dqn-atari/1", FORMAT)
 LATEST = "latest.pt"
@@ -104,13 +108,80 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def check_resumable(state: dict[str, Any], path: Path) -> None:
-    """Only this version's layout can be resumed; older ones can still be scored."""
-    if state.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} has checkpoint format {state.get('format')} (an earlier dqn-atari); this "
-            f"version resumes format {FORMAT} only: score it with dqn-eval, or start a new run"
-        )
+@dataclass
+class TrainCheckpoint:
+    """What a dqn-train checkpoint holds (layout FORMAT)."""
+
+    game: str  # ALE ROM id
+    num_actions: int
+    action_meanings: list[str]
+    env_options: dict[str, Any]  # the AtariOptions phi was built with
+    num_envs: int  # games played at once: the replay memory and the games' states follow it
+    config: dict[str, Any]  # the run's resolved config
+    overrides: list[str]  # the command line's overrides when the run started
+    counters: dict[str, Any]  # TrainState.state_dict()
+    learner: dict[str, Any]  # Learner.state_dict(): networks and optimizer
+    random: dict[str, Any]  # RandomStreams.state_dict()
+    games: list[dict[str, Any]]  # Games.state_dicts(): each emulator and its phi buffers
+    replay: str | None = None  # the replay_<step>/ directory beside latest.pt, if saved
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any], path: Path) -> TrainCheckpoint:
+        """The layout read back, checked; anything missing or of the wrong kind is one line."""
+        if state.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{path} has checkpoint format {state.get('format')} (an earlier dqn-atari); this "
+                f"version resumes format {FORMAT} only: score it with dqn-eval, or start a new run"
+            )
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "game": str,
+            "num_actions": int,
+            "action_meanings": list,
+            "env_options": dict,
+            "num_envs": int,
+            "config": dict,
+            "overrides": list,
+            "counters": dict,
+            "learner": dict,
+            "random": dict,
+            "games": list,
+            "replay": (str, type(None)),
+        }
+        for name, kind in kinds.items():
+            if not isinstance(state.get(name), kind):
+                raise CheckpointError(f"checkpoint {path} is damaged: no valid '{name}'")
+        return cls(**{name: state[name] for name in kinds})
+
+
+@dataclass(frozen=True)
+class ScoredNetwork:
+    """What dqn-eval needs of any checkpoint it reads (formats 1 and 2)."""
+
+    game: str
+    num_actions: int
+    env_options: dict[str, Any]
+    online: dict[str, Any]  # the online network's state_dict
+    step: int  # agent steps it was trained for
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any], path: Path) -> ScoredNetwork:
+        try:
+            counters = state["state"] if state["format"] == "dqn-atari/1" else state["counters"]
+            scored = cls(
+                game=state["game"],
+                num_actions=state["num_actions"],
+                env_options=state["env_options"],
+                online=state["learner"]["online"],
+                step=int(counters["step"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"checkpoint {path} does not hold a usable network (no {err})"
+            ) from None
+        return scored
 
 
 class CheckpointManager:
@@ -137,10 +208,14 @@ class CheckpointManager:
         temporary directory and a rename) and latest.pt names it; the replay of the previous
         latest.pt is removed only once the new latest.pt is in place.
         """
+        written: str | None = None
+        committed = False
         try:
             if replay is not None:
-                state = {**state, "replay": self._save_replay(replay, step)}
+                written = self._save_replay(replay, step)
+                state = {**state, "replay": written}
             save_atomic(state, self.latest)
+            committed = True
             if periodic:
                 self._keep_copy(step)
             self._remove_stale(keep_replay=state.get("replay"))
@@ -149,7 +224,28 @@ class CheckpointManager:
                 f"cannot write checkpoint in {self.directory}: {err.strerror or err}; "
                 f"{self.latest} is unchanged"
             ) from None
+        finally:
+            # Interrupted (a second Ctrl-C, a full disk) between the replay and latest.pt: the new
+            # replay directory is named by no checkpoint, and goes.
+            if written is not None and not committed and written != self._named_replay():
+                shutil.rmtree(self.directory / written, ignore_errors=True)
         return self.latest
+
+    def _named_replay(self) -> str | None:
+        """The replay directory the current latest.pt names (None without one)."""
+        if not self.latest.is_file():
+            return None
+        try:
+            name = torch.load(self.latest, map_location="cpu", weights_only=True).get("replay")
+        except Exception:  # a damaged latest.pt names nothing
+            return None
+        return name if isinstance(name, str) else None
+
+    def remove_orphans(self) -> None:
+        """At the start of a run: replay directories latest.pt does not name, and temporary
+        files, left by a process that was killed while checkpointing."""
+        if self.directory.is_dir():
+            self._remove_stale(keep_replay=self._named_replay())
 
     def _save_replay(self, replay: SavesReplay, step: int) -> str:
         name = f"replay_{step:09d}"
@@ -180,14 +276,6 @@ class CheckpointManager:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-
-    def replay_of(self, state: dict[str, Any]) -> Path | None:
-        """The replay directory a loaded latest.pt names, if it names one that exists."""
-        name = state.get("replay")
-        if not name:
-            return None
-        path = self.directory / str(name)
-        return path if path.is_dir() else None
 
     def _keep_copy(self, step: int) -> None:
         copy = self.directory / f"step_{step:09d}.pt"

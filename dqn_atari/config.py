@@ -1,28 +1,36 @@
-"""Config schemas (registered in Hydra's ConfigStore) and validation of values at start.
+"""The config: one dataclass per node, holding every default, and its validation.
 
-The YAML files under `configs/` hold the values, each with its unit; these dataclasses hold the
-types, so Hydra rejects `batch_size=abc` while composing. `validate_train` and `validate_eval`
-check ranges and relations, raising ConfigError with a message a person can act on.
+These dataclasses are the single source of truth for defaults (the Nature DQN recipe): Hydra's
+ConfigStore types the composed config with them, and the components take the typed nodes
+directly (`AtariOptions` is the `env` node, `AlgoConfig` the `algo` node, `TrainConfig` the
+whole run). The YAML files under `configs/` only choose the groups and name the game.
+
+`validate_train` and `validate_eval` check ranges and relations, raising ConfigError with a
+message a person can act on; each check lives once, here or in the component it belongs to.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING
 
 from dqn_atari.envs import AtariOptions
 from dqn_atari.networks import PRECISIONS, bf16_supported, compile_error, min_frame_size
-from dqn_atari.preprocessing import ATARI_SCREEN_SHAPE, Crop
+from dqn_atari.preprocessing import ATARI_SCREEN_SHAPE
 
 # torch.manual_seed takes seeds in [-2**63, 2**64 - 1]; numpy's and gymnasium's generators take
 # any seed >= 0. Seeds in [0, SEED_MAX] work for all three.
 SEED_MAX = 2**64 - 1
+OPTIMIZERS = ("rmsprop", "adam")
+AUTO = "auto"
 
 
 class ConfigError(ValueError):
@@ -30,78 +38,85 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class EnvConfig:
+class EnvConfig(AtariOptions):
+    """The `env` node: a game and how it becomes phi(s) (AtariOptions' fields and defaults)."""
+
     game: str = MISSING  # ALE game name: Breakout, Pong, SpaceInvaders, ...
-    frame_skip: int = MISSING  # emulator frames per agent step
-    frame_stack: int = MISSING  # phi frames per observation
-    screen_size: int = MISSING  # pixels, side of a phi frame
-    crop: list[int] | None = None  # pixels [top, bottom, left, right] of the raw screen
-    noop_max: int = MISSING  # emulator frames, random no-ops after reset
-    fire_reset: bool = MISSING
-    fire_on_life_loss: bool = MISSING
-    terminal_on_life_loss: bool = MISSING
-    clip_rewards: bool = MISSING
-    sticky_action_prob: float = MISSING
-    max_episode_frames: int = MISSING  # emulator frames
-    full_action_space: bool = MISSING
 
 
 @dataclass
 class AlgoConfig:
-    name: str = MISSING
-    gamma: float = MISSING
-    double: bool = MISSING
-    optimizer: str = MISSING  # rmsprop | adam
-    lr: float = MISSING
-    rmsprop_alpha: float = MISSING
-    rmsprop_eps: float = MISSING
-    adam_eps: float = MISSING
-    huber_delta: float = MISSING
-    max_grad_norm: float | None = None
-    train_every: int = MISSING  # agent steps per gradient update
-    target_update_interval: int = MISSING  # agent steps
-    epsilon_start: float = MISSING
-    epsilon_end: float = MISSING
-    epsilon_decay_steps: int = MISSING  # agent steps
-    eval_epsilon: float = MISSING
+    """The `algo` node: DQN's hyperparameters, Nature's (Mnih et al., 2015, Extended Data
+    Table 1) by default."""
+
+    name: str = "dqn"  # the algorithm, as recorded in the run's config
+    gamma: float = 0.99  # discount per agent step
+    double: bool = False  # Double DQN bootstrap: the online network picks, the target values
+    optimizer: str = "rmsprop"  # rmsprop (DeepMind's centered RMSProp) | adam
+    lr: float = 2.5e-4  # learning rate
+    rmsprop_alpha: float = 0.95  # squared-gradient momentum
+    rmsprop_eps: float = 0.01  # min squared gradient
+    adam_eps: float = 1.5e-4  # Adam epsilon (with optimizer=adam)
+    huber_delta: float = 1.0  # TD error clipped to [-1, 1] = Huber loss with delta 1
+    max_grad_norm: float | None = None  # clip the global gradient norm to this; None = off
+    train_every: int = 4  # agent steps between gradient updates (replay ratio 1/4)
+    target_update_interval: int = 10_000  # agent steps between target network syncs
+    epsilon_start: float = 1.0  # exploration at learning_starts
+    epsilon_end: float = 0.1  # exploration after the decay, held
+    epsilon_decay_steps: int = 1_000_000  # agent steps of linear decay, from learning_starts
+    eval_epsilon: float = 0.05  # exploration while evaluating
 
 
 @dataclass
 class TrainConfig:
+    """dqn-train's whole config. One agent step is `env.frame_skip` (4) emulator frames; every
+    count of agent steps is summed over the games played at once."""
+
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
-    seed: int = MISSING
-    device: str = MISSING
-    total_steps: int = MISSING  # agent steps
-    num_envs: int = MISSING  # games played at once
-    learning_starts: int = MISSING  # agent steps
-    buffer_size: int = MISSING  # transitions (frames)
-    batch_size: int = MISSING  # transitions
-    checkpoint_interval: int = MISSING  # agent steps
-    keep_checkpoints: int = MISSING  # periodic checkpoint files kept; 0 = all
-    save_replay: bool = MISSING  # save the replay memory with latest.pt
-    eval_interval: int = MISSING  # agent steps; 0 = off
-    eval_episodes: int = MISSING  # games
-    eval_max_episode_frames: int = MISSING  # emulator frames
-    final_eval_episodes: int = MISSING  # games of the final evaluation; 0 = none
-    log_interval: int = MISSING  # agent steps
-    progress_interval_s: float = MISSING  # seconds
-    resume: str | None = None  # run directory to continue
-    precision: str = MISSING  # fp32 | bf16
-    compile: bool = MISSING
+    seed: int = 0  # seeds torch, numpy, python's random and the emulators
+    device: str = AUTO  # auto | cpu | cuda | cuda:N; auto = cuda when available, else cpu
+    total_steps: int = 12_500_000  # agent steps (Nature: 50M frames)
+    # Games played at once: a number, or auto (1 on the CPU; on CUDA the largest power of two
+    # up to 16 that the cores and total_steps allow). 1 plays in-process: the Nature loop.
+    num_envs: Any = AUTO
+    learning_starts: int = 50_000  # agent steps of uniform-random play before the first update
+    buffer_size: int = 1_000_000  # transitions in the replay memory (one 84x84 frame each)
+    batch_size: int = 32  # transitions per gradient update
+    checkpoint_interval: int = 250_000  # agent steps between checkpoints
+    keep_checkpoints: int = 5  # periodic step_*.pt files kept; 0 = all (latest.pt always)
+    save_replay: bool = False  # save the replay memory with latest.pt (7.09 GB at 1M)
+    # Resume only: when the replay memory latest.pt names is missing, continue with an empty one
+    # refilled by acting (the exact resume is lost) instead of refusing. Applies to that resume.
+    refill_replay: bool = False
+    eval_interval: int = 250_000  # agent steps between evaluations during training; 0 = off
+    eval_episodes: int = 10  # games per evaluation during training
+    eval_max_episode_frames: int = 18_000  # emulator frames per evaluation game (5 minutes)
+    final_eval_episodes: int = 30  # games of the evaluation at the end of training; 0 = none
+    log_interval: int = 1_000  # agent steps between the learner's TensorBoard scalars
+    progress_interval_s: float = 2.0  # seconds between progress lines; 0 = every vector step
+    resume: str | None = None  # a run directory to continue from its checkpoints/latest.pt
+    precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the update; acting stays fp32
+    # torch.compile the whole update and the act forward: true | false | auto (on CUDA where a
+    # C compiler works). Needs a C/C++ compiler.
+    compile: Any = AUTO
+    # Replay each update as one CUDA graph: true | false | auto (on CUDA). CUDA only.
+    cuda_graph: Any = AUTO
 
 
 @dataclass
 class EvalConfig:
-    checkpoint: str = MISSING  # path of a .pt written by dqn-train
-    episodes: int = MISSING  # games
-    epsilon: float = MISSING
-    max_episode_frames: int = MISSING  # emulator frames
-    noop_max: int = MISSING  # emulator frames
-    device: str = MISSING
-    seed: int = MISSING
-    video: bool = MISSING
-    precision: str = MISSING  # fp32 | bf16
+    """dqn-eval's config: Nature's evaluation protocol by default."""
+
+    checkpoint: str = MISSING  # a checkpoint file, its checkpoints/ folder, or the run folder
+    episodes: int = 30  # games to play
+    epsilon: float = 0.05  # exploration while playing
+    max_episode_frames: int = 18_000  # emulator frames per game (5 minutes)
+    noop_max: int = 30  # emulator frames: up to this many random no-ops at each start
+    device: str = AUTO  # auto | cpu | cuda | cuda:N
+    seed: int = 0  # seeds the emulator and the epsilon-greedy choices
+    video: bool = False  # write an MP4 of the first game next to the checkpoint
+    precision: str = "fp32"  # fp32 | bf16 (autocast while playing)
 
 
 def register_schemas() -> None:
@@ -110,7 +125,82 @@ def register_schemas() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
 
 
+# ---------------------------------------------------------------- devices and "auto"
+
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; cuda without CUDA is an error, not a fallback."""
+    if not _DEVICE.fullmatch(name):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{name}'")
+    if name == AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return device
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a Slurm job's or taskset's share, not the box's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_num_envs(device: torch.device, cores: int, total_steps: int) -> int:
+    """num_envs=auto: 1 on the CPU, where the learner needs the cores the workers would take.
+    On CUDA the largest power of two up to 16 that the cores allow and that divides total_steps
+    (the games step together). A worker emulates one agent step per vector step, well under a
+    millisecond, and waits for the next most of the time, so a worker per core shares the cores
+    with the training process without starving it; more games make each vector step's fixed
+    cost (one forward, one replay write, the updates' launches) count for more agent steps."""
+    if device.type != "cuda":
+        return 1
+    n = 1
+    while n * 2 <= min(16, cores) and total_steps % (n * 2) == 0:
+        n *= 2
+    return n
+
+
+def _switch(name: str, value: Any, auto: bool) -> bool:
+    """A true/false config value that may be `auto`, as a bool."""
+    text = str(value).lower()
+    if text == AUTO:
+        return auto
+    if text in ("true", "false"):
+        return text == "true"
+    raise ConfigError(f"{name} must be true, false or auto, got '{value}'")
+
+
+def resolve_auto(cfg: TrainConfig, device: torch.device, cores: int | None = None) -> None:
+    """Replace num_envs, compile and cuda_graph by what they mean on `device`, in place; the
+    run records the resolved values (a resume keeps them)."""
+    if str(cfg.num_envs).lower() == AUTO:
+        cfg.num_envs = auto_num_envs(device, usable_cores() if cores is None else cores,
+                                     cfg.total_steps)  # fmt: skip
+    else:
+        try:
+            cfg.num_envs = int(str(cfg.num_envs))
+        except ValueError:
+            raise ConfigError(
+                f"num_envs must be a whole number of games or auto, got '{cfg.num_envs}'"
+            ) from None
+    on_cuda = device.type == "cuda"
+    # compile=auto probes the compiler (a few seconds, once) only where it would be used.
+    cfg.compile = _switch("compile", cfg.compile, auto=on_cuda and compile_error(device) is None)
+    cfg.cuda_graph = _switch("cuda_graph", cfg.cuda_graph, auto=on_cuda) and on_cuda
+
+
+# ---------------------------------------------------------------- checks
 
 
 def check_precision(precision: str, device: torch.device) -> None:
@@ -131,41 +221,21 @@ def check_compile(compile: bool, device: torch.device) -> None:
         )
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu; cuda without CUDA is an error, not a fallback."""
-    if not _DEVICE.fullmatch(name):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{name}'")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu")
-        index = device.index or 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    return device
-
-
-def atari_options(env: EnvConfig) -> AtariOptions:
-    crop = None
-    if env.crop is not None:
-        if len(env.crop) != 4:
-            raise ConfigError(
-                f"env.crop takes 4 margins [top, bottom, left, right], got {env.crop}"
-            )
-        crop = Crop(*env.crop)
-    # EnvConfig and AtariOptions carry the same fields: the schema types the YAML, the
-    # dataclass is what the library takes.
-    fields = {name: getattr(env, name) for name in AtariOptions.__dataclass_fields__}
-    options = AtariOptions(**{**fields, "crop": crop})
+def check_env(env: AtariOptions, prefix: str = "env.") -> None:
+    """The game's own rules (AtariOptions.validate), and what the network needs of the frame."""
     try:
-        options.validate()
+        env.validate()
     except ValueError as err:
-        raise ConfigError(f"env.{err}") from None
-    return options
+        raise ConfigError(f"{prefix}{err}") from None
+    # The network's own layer arithmetic gives the floor; above the raw screen's larger side,
+    # resizing only interpolates, and the network's first dense layer grows with the square.
+    smallest, largest = min_frame_size(), max(ATARI_SCREEN_SHAPE)
+    if not smallest <= env.screen_size <= largest:
+        raise ConfigError(
+            f"env.screen_size must be in [{smallest}, {largest}] pixels, got {env.screen_size}: "
+            f"the Nature network's convolutions need at least {smallest}, and the raw screen is "
+            f"{ATARI_SCREEN_SHAPE[0]}x{ATARI_SCREEN_SHAPE[1]}"
+        )
 
 
 def _at_least(values: dict[str, int | float], minimum: int) -> None:
@@ -186,32 +256,23 @@ def _probability(values: dict[str, float]) -> None:
             raise ConfigError(f"{name} must be in [0, 1], got {value}")
 
 
-def _seed(name: str, seed: int, largest_offset: int = 0) -> None:
-    """`seed` and the torch seeds derived from it, up to seed + largest_offset, must be usable."""
-    highest = SEED_MAX - largest_offset
-    if not 0 <= seed <= highest:
-        derived = f", and the run also seeds torch with up to {name} + {largest_offset}" * bool(
-            largest_offset
-        )
+def _seed(name: str, seed: int) -> None:
+    if not 0 <= seed <= SEED_MAX:
         raise ConfigError(
-            f"{name} must be in [0, {highest}], got {seed}: numpy takes no seed below 0, torch "
-            f"none above 2**64 - 1{derived}"
+            f"{name} must be in [0, {SEED_MAX}], got {seed}: numpy takes no seed below 0, torch "
+            "none above 2**64 - 1"
         )
 
 
-def _screen_size(size: int) -> None:
-    # The network's own layer arithmetic gives the floor; above the raw screen's larger side,
-    # resizing only interpolates, and the network's first dense layer grows with the square.
-    smallest, largest = min_frame_size(), max(ATARI_SCREEN_SHAPE)
-    if not smallest <= size <= largest:
-        raise ConfigError(
-            f"env.screen_size must be in [{smallest}, {largest}] pixels, got {size}: the Nature "
-            f"network's convolutions need at least {smallest}, and the raw screen is "
-            f"{ATARI_SCREEN_SHAPE[0]}x{ATARI_SCREEN_SHAPE[1]}"
-        )
-
-
-def _algo(algo: AlgoConfig) -> None:
+def check_algo(algo: AlgoConfig) -> None:
+    _at_least(
+        {
+            "algo.train_every": algo.train_every,
+            "algo.target_update_interval": algo.target_update_interval,
+        },
+        1,
+    )
+    _at_least({"algo.epsilon_decay_steps": algo.epsilon_decay_steps}, 0)
     _probability(
         {
             "algo.gamma": algo.gamma,
@@ -220,8 +281,10 @@ def _algo(algo: AlgoConfig) -> None:
             "algo.eval_epsilon": algo.eval_epsilon,
         }
     )
-    if algo.optimizer not in ("rmsprop", "adam"):
-        raise ConfigError(f"algo.optimizer must be rmsprop or adam, got '{algo.optimizer}'")
+    if algo.optimizer not in OPTIMIZERS:
+        raise ConfigError(
+            f"algo.optimizer must be one of {', '.join(OPTIMIZERS)}, got '{algo.optimizer}'"
+        )
     _finite_positive({"algo.lr": algo.lr})
     # Both epsilons are added to a square root that is 0 for a weight whose gradient is 0 (a
     # dead ReLU unit): with 0 the update divides 0 by 0 and the weights become NaN.
@@ -231,8 +294,8 @@ def _algo(algo: AlgoConfig) -> None:
     )
     # The decay of centered RMSProp's gradient averages. At 1 they never move from 0, so the
     # update is lr * gradient / eps. At 0 the variance estimate is g*g - g^2, which rounding
-    # makes slightly negative for about half the weights: its square root is NaN (97% of the
-    # weights after 5 steps in torch 2.13). Above 1 it goes negative outright.
+    # makes slightly negative for about half the weights: its square root is NaN. Above 1 it
+    # goes negative outright.
     if not 0.0 < algo.rmsprop_alpha < 1.0:
         raise ConfigError(
             f"algo.rmsprop_alpha must be in (0, 1), got {algo.rmsprop_alpha}: it is the decay of "
@@ -251,8 +314,11 @@ def _algo(algo: AlgoConfig) -> None:
         )
 
 
-def validate_train(cfg: TrainConfig) -> None:
-    """Every range and relation dqn-train relies on; raises ConfigError on the first failure."""
+def validate_train(cfg: TrainConfig) -> torch.device:
+    """Resolves `auto` (in place) and checks every range and relation dqn-train relies on;
+    returns the training device. Raises ConfigError on the first failure."""
+    device = resolve_device(cfg.device)
+    resolve_auto(cfg, device)
     _at_least(
         {
             "total_steps": cfg.total_steps,
@@ -262,8 +328,6 @@ def validate_train(cfg: TrainConfig) -> None:
             "eval_episodes": cfg.eval_episodes,
             "log_interval": cfg.log_interval,
             "num_envs": cfg.num_envs,
-            "algo.train_every": cfg.algo.train_every,
-            "algo.target_update_interval": cfg.algo.target_update_interval,
         },
         1,
     )
@@ -273,16 +337,13 @@ def validate_train(cfg: TrainConfig) -> None:
             "eval_interval": cfg.eval_interval,
             "final_eval_episodes": cfg.final_eval_episodes,
             "keep_checkpoints": cfg.keep_checkpoints,
-            "algo.epsilon_decay_steps": cfg.algo.epsilon_decay_steps,
             "progress_interval_s": cfg.progress_interval_s,
         },
         0,
     )
     if math.isinf(cfg.progress_interval_s):
         raise ConfigError(f"progress_interval_s must be finite, got {cfg.progress_interval_s}")
-    # Game i's replay ring seeds a torch generator with seed + i. (The games and evaluations are
-    # seeded seed + agent step, but through numpy, which has no upper limit.)
-    _seed("seed", cfg.seed, largest_offset=cfg.num_envs - 1)
+    _seed("seed", cfg.seed)
     min_buffer = (cfg.env.frame_stack + 2) * cfg.num_envs  # each game has its own ring
     if cfg.buffer_size < min_buffer:
         raise ConfigError(f"buffer_size must be >= {min_buffer}, got {cfg.buffer_size}")
@@ -300,6 +361,7 @@ def validate_train(cfg: TrainConfig) -> None:
             f"learning_starts ({cfg.learning_starts}) must not exceed total_steps "
             f"({cfg.total_steps}): the run would never learn"
         )
+    check_algo(cfg.algo)
     # The loop updates at agent steps that are multiples of train_every after learning_starts.
     last_update_step = cfg.total_steps - cfg.total_steps % cfg.algo.train_every
     if last_update_step <= cfg.learning_starts:
@@ -308,47 +370,29 @@ def validate_train(cfg: TrainConfig) -> None:
             f"({cfg.total_steps}) at one every {cfg.algo.train_every} agent steps: "
             "the run would never learn"
         )
-    _algo(cfg.algo)
-    options = atari_options(cfg.env)
-    _screen_size(options.screen_size)
+    check_env(cfg.env)
     # Evaluation games are the training games with their own length limit.
     try:
-        replace(options, max_episode_frames=cfg.eval_max_episode_frames).validate()
+        cfg.env.for_evaluation(cfg.eval_max_episode_frames).validate()
     except ValueError as err:
         raise ConfigError(
             f"eval_max_episode_frames={cfg.eval_max_episode_frames} does not fit the "
             f"evaluation games: {err}"
         ) from None
-    device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     check_compile(cfg.compile, device)
+    return device
 
 
-def validate_eval(cfg: EvalConfig) -> None:
+def validate_eval(cfg: EvalConfig) -> torch.device:
+    """Checks dqn-eval's values; returns the device it plays on."""
     _at_least({"episodes": cfg.episodes}, 1)
     _probability({"epsilon": cfg.epsilon})
-    # dqn-eval plays its own seed, unshifted.
     _seed("seed", cfg.seed)
     try:  # the games' own rules for these two (the rest comes from the checkpoint)
         AtariOptions(noop_max=cfg.noop_max, max_episode_frames=cfg.max_episode_frames).validate()
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    check_precision(cfg.precision, resolve_device(cfg.device))
-
-
-def validate_composed(cfg: DictConfig) -> None:
-    """`validate_train` or `validate_eval` on a config just composed with Hydra's own keys, so
-    that a command line that cannot work is refused before Hydra creates the run directory.
-
-    A config with a mandatory value missing (???) is left to the command, which names the key.
-    """
-    values = cfg.copy()
-    with open_dict(values):
-        values.pop("hydra", None)
-    if OmegaConf.missing_keys(values):
-        return
-    conf = OmegaConf.to_object(values)
-    if isinstance(conf, TrainConfig):
-        validate_train(conf)
-    elif isinstance(conf, EvalConfig):
-        validate_eval(conf)
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    return device

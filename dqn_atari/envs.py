@@ -1,8 +1,10 @@
 """Atari environments whose observations are phi(s): uint8 arrays of shape (stack, 84, 84).
 
-`make_atari_env(game, seed, ...)` is the public entry point. The environment drives the ALE
-emulator directly (one `ale.act` per emulator frame) so that only the two screens phi needs are
-copied out of the emulator on each agent step.
+`AtariPhiEnv(game, options, seed)` is the environment dqn-train and dqn-eval play (in the
+training process, or one per worker process); `make_atari_env(game, seed, **options)` builds
+the same from keyword options, for scripts and tests. The environment drives the ALE emulator
+directly (one `ale.act` per emulator frame) so that only the two screens phi needs are copied
+out of the emulator on each agent step.
 
 Episode statistics (`info["episode"]`) always describe the real game: raw rewards over all
 lives, before reward clipping, whatever training-only options are on.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -69,22 +71,45 @@ def resolve_game(name: str) -> str:
     raise UnknownGameError(f"unknown Atari game '{name}'{hint}")
 
 
-@dataclass(frozen=True)
+@dataclass
 class AtariOptions:
-    """How one ALE game becomes phi(s). Defaults are the Nature DQN recipe."""
+    """How one ALE game becomes phi(s) for training. The defaults are the Nature DQN recipe, and
+    the only defaults of the `env` config group (config.EnvConfig adds the game's name).
 
-    frame_skip: int = 4  # emulator frames per agent step (action repeat), rewards summed
-    frame_stack: int = 4  # phi frames stacked into one observation
-    screen_size: int = 84  # side of the square phi frame, pixels
-    crop: Crop | None = None  # margins cut from the raw 210x160 screen; None = whole screen
-    noop_max: int = 30  # up to this many random no-op emulator frames after each reset
+    Two options shape what the learner sees, never the scores: `terminal_on_life_loss` and
+    `clip_rewards`. Evaluation plays `for_evaluation()`, the same game with both off.
+    """
+
+    frame_skip: int = 4  # emulator frames per agent step (action repeat); rewards summed
+    frame_stack: int = 4  # phi frames stacked into one observation (agent history length)
+    screen_size: int = 84  # pixels, side of the square phi frame
+    # Pixels [top, bottom, left, right] cut from the 210x160 screen before resizing; None = none.
+    crop: list[int] | None = None
+    noop_max: int = 30  # emulator frames: up to this many random no-ops after each reset
     fire_reset: bool = True  # press FIRE after reset in games that have it (Breakout needs it)
-    fire_on_life_loss: bool = False  # also press FIRE after each lost life (SB3, CleanRL)
-    terminal_on_life_loss: bool = False  # a lost life ends the TD target (the game goes on)
-    clip_rewards: bool = False  # return sign(reward) as the reward; episode stats stay raw
+    # Also press FIRE after each lost life, as SB3's and CleanRL's wrappers do; Nature does not.
+    fire_on_life_loss: bool = False
+    terminal_on_life_loss: bool = True  # training only: a lost life ends the TD target
+    clip_rewards: bool = True  # training only: the learner sees sign(reward)
     sticky_action_prob: float = 0.0  # ALE repeat_action_probability (Machado et al.: 0.25)
-    max_episode_frames: int = 108_000  # emulator frames before the game is truncated
+    max_episode_frames: int = 108_000  # emulator frames before the game is truncated (30 min)
     full_action_space: bool = False  # all 18 actions instead of the game's minimal set
+
+    @property
+    def crop_margins(self) -> Crop | None:
+        """`crop` as the margins phi's crop_frame takes (after `validate`)."""
+        return None if self.crop is None else Crop(*(int(v) for v in self.crop))
+
+    def for_evaluation(self, max_episode_frames: int, noop_max: int | None = None) -> AtariOptions:
+        """The game as it is scored (Nature's evaluation): raw rewards, no life-loss terminals,
+        `max_episode_frames` emulator frames at most."""
+        return replace(
+            self,
+            terminal_on_life_loss=False,
+            clip_rewards=False,
+            max_episode_frames=max_episode_frames,
+            noop_max=self.noop_max if noop_max is None else noop_max,
+        )
 
     def validate(self) -> None:
         positive = {
@@ -111,7 +136,9 @@ class AtariOptions:
             )
         if not 0.0 <= self.sticky_action_prob <= 1.0:
             raise ValueError(f"sticky_action_prob must be in [0, 1], got {self.sticky_action_prob}")
-        validate_crop(self.crop)
+        if self.crop is not None and len(self.crop) != 4:
+            raise ValueError(f"crop takes 4 margins [top, bottom, left, right], got {self.crop}")
+        validate_crop(self.crop_margins)
 
 
 class AtariPhiEnv(gym.Env[Frame, np.int64]):
@@ -136,6 +163,7 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
     ) -> None:
         self.options = options or AtariOptions()
         self.options.validate()
+        self._crop = self.options.crop_margins
         self.game = resolve_game(game)
         self.render_mode = render_mode
         self._ale_env = AtariEnv(
@@ -190,9 +218,7 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
         return list(self._action_meanings)
 
     def _phi_frame(self) -> Frame:
-        return process_frame(
-            self._prev_rgb, self._last_rgb, self.options.crop, self.options.screen_size
-        )
+        return process_frame(self._prev_rgb, self._last_rgb, self._crop, self.options.screen_size)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -327,15 +353,8 @@ def make_atari_env(
     render_mode: str | None = None,
     **options: Any,
 ) -> AtariPhiEnv:
-    """An ALE game by name with phi(s) observations; keyword options are `AtariOptions` fields.
-
-    `crop` may be a `Crop`, a 4-sequence (top, bottom, left, right) or None.
-    """
-    crop = options.get("crop")
-    if crop is not None and not isinstance(crop, Crop):
-        if len(crop) != 4:
-            raise ValueError(f"crop takes 4 margins (top, bottom, left, right), got {crop}")
-        options["crop"] = Crop(*(int(v) for v in crop))
+    """An ALE game by name with phi(s) observations; keyword options are `AtariOptions` fields
+    (the rest keep the Nature defaults). A convenience for scripts and tests."""
     unknown = set(options) - set(AtariOptions.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown Atari option(s): {', '.join(sorted(unknown))}")

@@ -1,8 +1,8 @@
 """The training loop for N >= 1 games (act -> store -> learn every k -> sync -> log ->
 checkpoint), and evaluation.
 
-Everything here is handed in already built (see `cli.py`): the loop only moves data in one
-direction, env -> replay -> learner -> metrics.
+Everything here is handed in already built (see `run.py`): the loop only moves data in one
+direction, games -> replay -> learner -> metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from dqn_atari.config import TrainConfig
 from dqn_atari.envs import AtariPhiEnv
 from dqn_atari.learner import Learner
 from dqn_atari.metrics import Metrics
@@ -40,36 +41,43 @@ class Replay(Protocol):
     ) -> None: ...
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    total_steps: int  # agent steps
-    batch_size: int  # transitions per update
-    train_every: int  # agent steps per update
-    target_update_interval: int  # agent steps
-    checkpoint_interval: int  # agent steps
-    eval_interval: int  # agent steps; 0 = off
-    eval_episodes: int  # games
-    eval_epsilon: float
-    log_interval: int  # agent steps
-
-
 @dataclass
 class TrainState:
-    """Counters that, with the networks, optimizer and RNGs, define where a run stands."""
+    """Counters that, with the networks, optimizer and RNGs, define where a run stands. The
+    exploration rate has no state of its own: it is a function of the agent step."""
 
     step: int = 0  # agent steps taken
     episodes: int = 0  # games finished
     updates: int = 0  # gradient updates
     learn_from_step: int = 0  # first agent step that may update (learning_starts, or a refill)
+    # The agent step of an evaluation a stop request interrupted: run first when resumed, so the
+    # resumed run logs what the uninterrupted one would have. None = none pending.
+    eval_due: int | None = None
     stopped_by: str | None = field(default=None, compare=False)  # signal name, if interrupted
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "step": self.step,
-            "episodes": self.episodes,
-            "updates": self.updates,
-            "learn_from_step": self.learn_from_step,
-        }
+    _SAVED = ("step", "episodes", "updates", "learn_from_step", "eval_due")
+
+    def state_dict(self) -> dict[str, int | None]:
+        return {name: getattr(self, name) for name in self._SAVED}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> TrainState:
+        values = {name: state.get(name) for name in cls._SAVED}
+        for name, value in values.items():
+            if not isinstance(value, int) and not (name == "eval_due" and value is None):
+                raise ValueError(f"counter '{name}' is {value!r}, not a whole number")
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def exploration(config: TrainConfig) -> LinearSchedule:
+    """Epsilon by agent step: start -> end over epsilon_decay_steps from learning_starts."""
+    algo = config.algo
+    return LinearSchedule(
+        algo.epsilon_start,
+        algo.epsilon_end,
+        algo.epsilon_decay_steps,
+        begin_step=config.learning_starts,
+    )
 
 
 def select_actions(
@@ -81,8 +89,9 @@ def select_actions(
     device: torch.device,
 ) -> npt.NDArray[np.int64]:
     """Epsilon-greedy for N games: each explores with probability epsilon, the others take
-    argmax Q(obs, .) from one forward pass over all N. With N = 1 this draws exactly what the
-    single-game rule "explore, else argmax" draws, so the Nature loop is unchanged."""
+    argmax Q(obs, .) from one forward pass over all N (one copy of the observations to the
+    device, one host sync for the actions). With N = 1 this draws exactly what the single-game
+    rule "explore, else argmax" draws, so the Nature loop is unchanged."""
     n = obs.shape[0]
     explore: npt.NDArray[np.bool_] = np.asarray(rng.random(n) < epsilon)
     actions = np.zeros(n, np.int64)
@@ -129,10 +138,13 @@ def evaluate(
     rng: np.random.Generator,
     device: torch.device,
     on_frame: Callable[[int, np.ndarray], None] | None = None,
-) -> EvalResult:
+    stop_requested: Callable[[], object] = lambda: None,
+) -> EvalResult | None:
     """Play `episodes` full games; `on_frame(episode, rgb)` sees every raw screen (for video).
 
-    The Nature network has no dropout or batch norm, so train/eval modes do not matter here.
+    Returns None, at once, when `stop_requested()` turns true: a stop never waits for the rest
+    of an evaluation, which can take minutes. The Nature network has no dropout or batch norm,
+    so train/eval modes do not matter here.
     """
     returns: list[float] = []
     lengths: list[int] = []
@@ -142,6 +154,8 @@ def evaluate(
         if on_frame is not None:
             on_frame(episode, env.render())  # type: ignore[arg-type]
         while True:
+            if stop_requested():
+                return None
             action = select_actions(network, obs[None], epsilon, num_actions, rng, device)[0]
             obs, _reward, terminated, truncated, info = env.step(action)
             if on_frame is not None:
@@ -154,7 +168,11 @@ def evaluate(
 
 
 class DivergenceError(RuntimeError):
-    """The loss or Q-values stopped being finite."""
+    """The loss or Q-values stopped being finite (at agent step `step`)."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 def check_finite(step: int, loss: torch.Tensor, q_mean: torch.Tensor) -> tuple[float, float]:
@@ -162,8 +180,8 @@ def check_finite(step: int, loss: torch.Tensor, q_mean: torch.Tensor) -> tuple[f
     loss_value, q_value = loss.item(), q_mean.item()
     if not (math.isfinite(loss_value) and math.isfinite(q_value)):
         raise DivergenceError(
-            f"training diverged by agent step {step:,}: loss {loss_value}, mean Q {q_value}; "
-            "the last checkpoint was written before this and is kept"
+            f"training diverged by agent step {step:,}: loss {loss_value}, mean Q {q_value}",
+            step,
         )
     return loss_value, q_value
 
@@ -174,22 +192,22 @@ def crossed(previous: int, step: int, interval: int) -> bool:
 
 
 class Bookkeeper:
-    """The work between agent steps that every loop shares: updates at the replay ratio, target
-    syncs, logs, evaluation, checkpoints and stopping. Losses stay on the device between logs,
-    so updates never wait for the host."""
+    """The work between agent steps: updates at the replay ratio, target syncs, logs,
+    evaluation, checkpoints and stopping. Losses stay on the device between logs, so updates
+    never wait for the host."""
 
     def __init__(
         self,
         learner: Learner,
-        settings: LoopSettings,
+        config: TrainConfig,
         metrics: Metrics,
         state: TrainState,
         save_checkpoint: Callable[[TrainState, bool], None],
-        evaluate_at: Callable[[int], EvalResult] | None,
+        evaluate_at: Callable[[int], EvalResult | None] | None,
         stop_requested: Callable[[], str | None],
     ) -> None:
         self.learner = learner
-        self.settings = settings
+        self.config = config
         self.metrics = metrics
         self.state = state
         self.save_checkpoint = save_checkpoint
@@ -200,38 +218,50 @@ class Bookkeeper:
     def train_learner(self, previous: int, step: int) -> None:
         """The learner's share of agent steps (previous, step]: one update every train_every
         agent steps after learn_from_step, and the target syncs, in agent-step order."""
-        s, state = self.settings, self.state
+        algo, state = self.config.algo, self.state
         for t in range(previous + 1, step + 1):
-            if t > state.learn_from_step and t % s.train_every == 0:
+            if t > state.learn_from_step and t % algo.train_every == 0:
                 self.learner.update()
                 state.updates += 1
-            if t % s.target_update_interval == 0:
+            if t % algo.target_update_interval == 0:
                 self.learner.sync_target()
+
+    def evaluate(self, step: int) -> None:
+        """The evaluation of agent step `step`, logged; left due when a stop interrupts it."""
+        if self.evaluate_at is None:
+            return
+        self.metrics.message(
+            f"evaluating at agent step {step:,} ({self.config.eval_episodes} games)"
+        )
+        result = self.evaluate_at(step)
+        if result is None:
+            self.state.eval_due = step
+            return
+        self.state.eval_due = None
+        self.metrics.evaluation(step, result.return_mean, result.return_std)
 
     def end_of_step(self, previous: int, step: int, epsilon: float) -> bool:
         """Logs, evaluation, checkpoints and stop requests due in (previous, step]; returns True
         when the run must stop now (a checkpoint is written first)."""
-        s, state, metrics = self.settings, self.state, self.metrics
-        if crossed(previous, step, s.log_interval):
+        config, state, metrics = self.config, self.state, self.metrics
+        if crossed(previous, step, config.log_interval):
             metrics.speed(step, epsilon)
             means = self.learner.take_means()
             if means is not None:
                 loss, q_mean = check_finite(step, *means)
                 metrics.learner(step, loss, q_mean)
-        if self.evaluate_at is not None and crossed(previous, step, s.eval_interval):
-            result = self.evaluate_at(step)
-            metrics.evaluation(step, result.return_mean, result.return_std)
-        periodic = crossed(previous, step, s.checkpoint_interval)
-        if periodic or step >= s.total_steps:
+        if crossed(previous, step, config.eval_interval):
+            self.evaluate(step)
+        periodic = crossed(previous, step, config.checkpoint_interval)
+        finished = step >= config.total_steps
+        stop = self.stop_requested()
+        if periodic or finished or stop is not None:
             self.save_checkpoint(state, periodic)
             self.saved_at = step
-        metrics.progress(step, epsilon, force=step >= s.total_steps)
-        stop = self.stop_requested()
-        if stop is None or step >= s.total_steps:
+        metrics.progress(step, epsilon, force=finished)
+        if stop is None or finished:
             return False
         state.stopped_by = stop
-        if self.saved_at != step:
-            self.save_checkpoint(state, False)
         return True
 
 
@@ -239,18 +269,17 @@ def train(
     games: Games,
     learner: Learner,
     replay: Replay,
-    epsilon: LinearSchedule,
-    settings: LoopSettings,
+    config: TrainConfig,
     metrics: Metrics,
     state: TrainState,
     rng: np.random.Generator,
     device: torch.device,
     save_checkpoint: Callable[[TrainState, bool], None],
-    evaluate_at: Callable[[int], EvalResult] | None = None,
+    evaluate_at: Callable[[int], EvalResult | None] | None = None,
     stop_requested: Callable[[], str | None] = lambda: None,
     start_obs: npt.NDArray[np.uint8] | None = None,
 ) -> TrainState:
-    """Run from `state.step` to `settings.total_steps`; returns the final state.
+    """Run from `state.step` to `config.total_steps`; returns the final state.
 
     Each vector step: act in all N games -> store their transitions -> learn. Every count is in
     agent steps summed over the games, so the replay ratio (one update of `batch_size` per
@@ -259,23 +288,25 @@ def train(
     run while the workers emulate, from the memory as it was before this step's transitions;
     in-process (N = 1) they run after the store: the exact Nature order.
 
-    `save_checkpoint(state, periodic)` is called every `checkpoint_interval` agent steps and at
-    the end. `evaluate_at(step)` runs every `eval_interval` agent steps; it must not draw from
-    `rng`, so that evaluating never changes the course of training. `stop_requested()`
-    returning a signal name ends the run early, with a checkpoint. `start_obs` continues games
-    whose state and replay memory were restored; without it the loop starts new games.
+    `save_checkpoint(state, periodic)` is called every `checkpoint_interval` agent steps, at the
+    end, and when a stop is requested. `evaluate_at(step)` runs every `eval_interval` agent
+    steps; it must not draw from `rng`, so that evaluating never changes the course of training,
+    and returns None when a stop interrupted it. `stop_requested()` returning a signal name ends
+    the run early, with a checkpoint. `start_obs` continues games whose state and replay memory
+    were restored; without it the loop starts new games.
     """
     n = games.num_envs
-    book = Bookkeeper(
-        learner, settings, metrics, state, save_checkpoint, evaluate_at, stop_requested
-    )
+    epsilon = exploration(config)
+    book = Bookkeeper(learner, config, metrics, state, save_checkpoint, evaluate_at, stop_requested)
+    if state.eval_due is not None:  # interrupted by the stop that ended the last process
+        book.evaluate(state.eval_due)
     if start_obs is None:
         obs = games.reset()
         replay.start(obs[:, -1])
     else:
         obs = start_obs
 
-    while state.step < settings.total_steps:
+    while state.step < config.total_steps:
         previous = state.step
         eps = epsilon(previous)
         actions = select_actions(learner.q_online, obs, eps, games.num_actions, rng, device)

@@ -92,6 +92,7 @@ class Metrics:
         label: str = "",
         stream: TextIO | None = None,
         *,
+        log_file: Path | None = None,
         rate_window_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -104,6 +105,8 @@ class Metrics:
         self.progress_interval_s = progress_interval_s
         self.label = label
         self.stream = stream or sys.stderr
+        # The console's lines also go to the run's own log, appended across resumes.
+        self._log: TextIO | None = log_file.open("a", buffering=1) if log_file else None
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.clock = clock
         now = clock()
@@ -160,13 +163,20 @@ class Metrics:
             f"return {recent} (last {len(self.recent_returns)}) | eps {epsilon:.3f} | "
             f"eta {'?' if eta is None else format_duration(eta)}"
         )
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        self._write(line)
 
     def message(self, text: str) -> None:
-        self.stream.write(f"{self.label}{text}\n")
+        self._write(f"{self.label}{text}")
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
         self.stream.flush()
+        if self._log is not None:
+            self._log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None

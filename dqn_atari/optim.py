@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-OPTIMIZERS = ("rmsprop", "adam")
+from dqn_atari.config import OPTIMIZERS, AlgoConfig
 
 
 class OptimizerStateError(ValueError):
@@ -127,17 +127,13 @@ def _check_name(state: dict[str, Any], name: str) -> None:
         )
 
 
-def make_optimizer(
-    name: str,
-    params: list[Tensor],
-    lr: float,
-    rmsprop_alpha: float = 0.95,
-    rmsprop_eps: float = 0.01,
-    adam_eps: float = 1.5e-4,
-) -> Optimizer:
-    """Nature's centered RMSProp (lr 2.5e-4, momentum 0.95, min squared gradient 0.01), or Adam."""
-    if name == "rmsprop":
-        return CenteredRMSProp(params, lr=lr, alpha=rmsprop_alpha, eps=rmsprop_eps)
-    if name == "adam":
-        return Adam(params, lr=lr, eps=adam_eps)
-    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{name}'")
+def make_optimizer(algo: AlgoConfig, params: list[Tensor]) -> Optimizer:
+    """`algo.optimizer` over `params`: Nature's centered RMSProp (lr 2.5e-4, momentum 0.95, min
+    squared gradient 0.01), or Adam."""
+    if algo.optimizer == "rmsprop":
+        return CenteredRMSProp(params, lr=algo.lr, alpha=algo.rmsprop_alpha, eps=algo.rmsprop_eps)
+    if algo.optimizer == "adam":
+        return Adam(params, lr=algo.lr, eps=algo.adam_eps)
+    raise ValueError(
+        f"algo.optimizer must be one of {', '.join(OPTIMIZERS)}, got '{algo.optimizer}'"
+    )

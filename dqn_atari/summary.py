@@ -7,16 +7,13 @@ A resumed run carries the earlier segments over, so wall time and speed cover th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -93,40 +90,27 @@ def final_evaluation(
     seed: int,
     step: int,
     device: torch.device,
-) -> EvalResult:
-    """The Nature evaluation at the end of training: `episodes` full games at `epsilon`.
+    stop_requested: Callable[[], object] = lambda: None,
+) -> EvalResult | None:
+    """The Nature evaluation at the end of training: `episodes` full games at `epsilon`; None
+    when a stop request interrupted it.
 
     `options` are the run's own with life-loss terminals and reward clipping off and the game
     capped as for evaluation. Own game and RNG, seeded apart from the periodic evaluations.
     """
     env = AtariPhiEnv(game, options, seed=seed + 2 + step)
     try:
-        return evaluate(q, env, episodes, epsilon, np.random.default_rng([seed, step, 1]), device)
+        return evaluate(
+            q,
+            env,
+            episodes,
+            epsilon,
+            np.random.default_rng([seed, step, 1]),
+            device,
+            stop_requested=stop_requested,
+        )
     finally:
         env.close()
-
-
-class RunInterrupted(Exception):
-    """SIGINT or SIGTERM during the final evaluation."""
-
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(signal_name)
-        self.signal_name = signal_name
-
-
-@contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """SIGINT/SIGTERM raise RunInterrupted: a final evaluation has no step to finish first."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise RunInterrupted(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def eval_record(kind: str, step: int, epsilon: float, result: EvalResult) -> dict[str, Any]:
@@ -174,13 +158,14 @@ class RunRecord:
             self.last_eval = previous["evaluation"]
 
     def remember(
-        self, evaluate_at: Callable[[int], EvalResult], epsilon: float
-    ) -> Callable[[int], EvalResult]:
+        self, evaluate_at: Callable[[int], EvalResult | None], epsilon: float
+    ) -> Callable[[int], EvalResult | None]:
         """`evaluate_at` that also keeps the last periodic evaluation for the summary."""
 
-        def wrapped(step: int) -> EvalResult:
+        def wrapped(step: int) -> EvalResult | None:
             result = evaluate_at(step)
-            self.last_eval = eval_record("periodic", step, epsilon, result)
+            if result is not None:
+                self.last_eval = eval_record("periodic", step, epsilon, result)
             return result
 
         return wrapped

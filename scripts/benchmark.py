@@ -57,8 +57,9 @@ from ale_py.env import AtariEnv
 from ale_py.vector_env import AtariVectorEnv
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from dqn_atari.config import AlgoConfig
 from dqn_atari.envs import AtariOptions, display_name, make_atari_env, resolve_game
-from dqn_atari.learner import Learner, LearnerSettings
+from dqn_atari.learner import Learner
 from dqn_atari.networks import NatureQNetwork, bf16_supported
 from dqn_atari.optim import make_optimizer
 from dqn_atari.perf import keep_freed_host_memory
@@ -66,10 +67,13 @@ from dqn_atari.preprocessing import resize, to_grayscale
 from dqn_atari.replay import ReplayMemory
 from dqn_atari.vector import WorkerGames
 
-STAGES = ("emulator", "replay", "learner", "e2e", "sb3", "ops")
+STAGES = ("emulator", "replay", "learner", "e2e", "sb3", "ops", "host_memory")
 # The run issue #9 counts its CPU target with: 113 top-level aten ops per agent step at 308d3ff.
 OPS_RUN = ["env=Pong", "num_envs=16", "total_steps=4000", "learning_starts=800"]
 OPS_RUN += ["buffer_size=40000", "compile=false"]
+# Not part of the issue's count: the final evaluation's 30 games (added in 0.2) would dominate
+# a 4,000-step run.
+OPS_RUN += ["final_eval_episodes=0"]
 
 
 def rate(work: Callable[[], int], seconds: float) -> float:
@@ -164,15 +168,17 @@ def ale_vector_steps_per_s(game: str, num_envs: int, seconds: float, own_phi: bo
 
 
 def setting_overrides(name: str) -> list[str]:
-    """dqn-train overrides of a setting name such as `bf16_compiled_adam`."""
+    """dqn-train overrides of a setting name such as `bf16_compiled_adam`; `defaults` is a bare
+    dqn-train (num_envs, compile and cuda_graph on auto)."""
+    if name == "defaults":
+        return []
     parts = name.split("_")
     if parts[0] not in ("fp32", "bf16") or any(p not in ("compiled", "adam") for p in parts[1:]):
         raise ValueError(
             f"setting must be fp32 or bf16, then optionally _compiled and _adam; got '{name}'"
         )
-    overrides = [f"precision={parts[0]}"]
-    if "compiled" in parts:
-        overrides.append("compile=true")
+    # compile is named either way: its default, auto, compiles on CUDA.
+    overrides = [f"precision={parts[0]}", f"compile={'true' if 'compiled' in parts else 'false'}"]
     if "adam" in parts:
         overrides.append("algo.optimizer=adam")
     return overrides
@@ -259,11 +265,11 @@ def learner_rates(device: torch.device, setting: str, seconds: float) -> dict[st
     torch.manual_seed(0)
     net = NatureQNetwork(6).to(device)
     memory = filled_memory(5000, device, steps=4000)
+    algo = AlgoConfig(optimizer="adam" if "algo.optimizer=adam" in overrides else "rmsprop")
     learner = Learner(
         net,
-        make_optimizer("adam" if "algo.optimizer=adam" in overrides else "rmsprop",
-                       list(net.parameters()), lr=2.5e-4),
-        LearnerSettings(),
+        make_optimizer(algo, list(net.parameters())),
+        algo,
         replay=memory,
         batch_size=32,
         device=device,
@@ -307,7 +313,9 @@ def end_to_end_sps(
     Epsilon is at its final 0.1 from learning_starts on, so nine steps in ten act greedily (a
     forward pass each), as in the bulk of a real run; the baseline is measured the same way.
     """
-    num_envs = max([1, *(int(o.split("=")[1]) for o in overrides if o.startswith("num_envs="))])
+    explicit = [o.split("=")[1] for o in overrides if o.startswith("num_envs=")]
+    # auto picks at most 16 games, a power of two, so a multiple of 16 divides among them.
+    num_envs = 16 if "auto" in explicit else max([1, *(int(n) for n in explicit)])
     # dqn-train takes N agent steps at a time, so total_steps must be a multiple of N.
     total_steps = -(-(learning_starts + steps) // num_envs) * num_envs
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
@@ -317,7 +325,7 @@ def end_to_end_sps(
             sys.executable, "-c", "from dqn_atari.cli import train_entry; train_entry()",
             f"env={game}", f"device={device}", *overrides, "algo.epsilon_decay_steps=1",
             f"total_steps={total_steps}", f"learning_starts={learning_starts}",
-            "buffer_size=100000", "eval_interval=0", "log_interval=500",
+            "buffer_size=100000", "eval_interval=0", "final_eval_episodes=0", "log_interval=500",
             f"checkpoint_interval={total_steps}", f"hydra.run.dir={run_dir}",
         ]  # fmt: skip
         with (Path(tmp) / "output.txt").open("w+") as output:
@@ -567,7 +575,7 @@ def ops_per_agent_step(
         checkpoint = torch.load(
             run_dir / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True
         )
-        agent_steps = int(checkpoint["state"]["step"])
+        agent_steps = int(checkpoint["counters"]["step"])
     ops: Counter[str] = tally["ops"]
     total = sum(ops.values())
     report: dict[str, Any] = {
@@ -654,8 +662,17 @@ def e2e_and_baseline(
             if why_not is not None:
                 e2e[key][name] = why_not
                 continue
-            extra = [f"num_envs={num_envs}"] if num_envs > 1 else []
-            runs[(key, name)] = [*setting_overrides(name), *extra]
+            if name == "defaults":  # a bare dqn-train: num_envs too is its own choice
+                e2e.setdefault("num_envs_auto", {})
+                runs[("num_envs_auto", name)] = ["num_envs=auto"]
+                continue
+            runs[(key, name)] = [*setting_overrides(name), f"num_envs={num_envs}"]
+        if not e2e[key]:
+            del e2e[key]
+    if device.type == "cuda" and settings is None:
+        # What a bare `dqn-train` does on this box: num_envs, compile and cuda_graph on auto.
+        e2e["num_envs_auto"] = {}
+        runs[("num_envs_auto", "defaults")] = ["num_envs=auto"]
     measured: dict[tuple[str, str], list[dict[str, float]]] = {run: [] for run in runs}
     failed: dict[tuple[str, str], str] = {}
     baseline_runs: list[dict[str, float]] = []
@@ -807,6 +824,8 @@ def main() -> None:
         )
         for name, per_step in ops["top_ops_per_agent_step"].items():
             print(f"  {per_step:8.2f}  {name}", file=sys.stderr)
+    if "host_memory" in stages:
+        report["host_memory_page_faults"] = host_memory_faults()
     report["peak_rss_bytes_this_process"] = (
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
@@ -818,6 +837,55 @@ def main() -> None:
     failed = failures(report)
     if failed:  # every other figure is in the JSON; the exit code tells a script
         sys.exit(f"benchmark: {len(failed)} failed: {'; '.join(failed)[:500]}")
+
+
+# An update-like pattern: allocate and touch 5 blocks of 20 MB, free them all, repeat. Both
+# probes start from glibc's initial thresholds (128 KiB for mmap and trim; glibc raises them on
+# its own as a process frees memory). By default each block is mapped and unmapped, and each
+# repeat faults all 25,600 pages in again; keep_freed_host_memory makes glibc reuse them. Five
+# repeats come before the count, while the heap settles.
+HOST_MEMORY_PROBE = """
+import ctypes, resource, sys, torch
+from dqn_atari.perf import keep_freed_host_memory
+mallopt = ctypes.CDLL(None).mallopt
+assert mallopt(-1, 128 * 1024) and mallopt(-3, 128 * 1024)  # M_TRIM_/M_MMAP_THRESHOLD
+if sys.argv[1] == "keep":
+    assert keep_freed_host_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def update_like():
+    blocks = [torch.ones(5 * 1024 * 1024) for _ in range(5)]
+    del blocks
+for _ in range(5):
+    update_like()
+before = faults()
+for _ in range(10):
+    update_like()
+print(faults() - before)
+"""
+
+
+def host_memory_faults() -> dict[str, Any]:
+    """Page faults of ten update-like repeats with glibc's defaults and with
+    perf.keep_freed_host_memory (what dqn-train calls): the measurement behind that setting."""
+    if not sys.platform.startswith("linux"):
+        return {"skipped": "glibc's mallopt is Linux's"}
+    counts = {}
+    for mode in ("default", "keep"):
+        out = subprocess.run(
+            [sys.executable, "-c", HOST_MEMORY_PROBE, mode],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            return {"failed": out.stderr.strip().splitlines()[-1:]}
+        counts[mode] = int(out.stdout.strip())
+    return {
+        "glibc_default": counts["default"],
+        "keep_freed_host_memory": counts["keep"],
+        "pages_per_repeat": 5 * 20 * 1024 * 1024 // 4096,
+    }
 
 
 def failures(report: Any, where: str = "") -> list[str]:

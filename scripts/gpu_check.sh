@@ -80,7 +80,7 @@ if [ "$QUICK" = 1 ]; then
     SECONDS_PER_RATE=0.5           # seconds of each micro-benchmark
     LEARNING_STARTS=200            # agent steps before learning, end to end
     E2E_STEPS=1000                 # agent steps measured after learning_starts
-    E2E_RUNS_FIRST="1:fp32 2:fp32" # num_envs:setting, run early
+    E2E_RUNS_FIRST="auto:defaults 1:fp32 2:fp32" # num_envs:setting, run early
     E2E_RUNS_LATER="16:bf16_compiled"
     LEARNER_EAGER="fp32"
     LEARNER_COMPILED="fp32_compiled"
@@ -92,7 +92,9 @@ else
     SECONDS_PER_RATE=2
     LEARNING_STARTS=1000
     E2E_STEPS=2500
-    E2E_RUNS_FIRST="1:fp32 16:bf16_compiled"
+    # auto:defaults is a bare dqn-train (num_envs, compile and cuda_graph on auto): what a user
+    # gets without options.
+    E2E_RUNS_FIRST="auto:defaults 1:fp32 16:bf16_compiled"
     E2E_RUNS_LATER="8:fp32 32:bf16_compiled 1:bf16_compiled"
     LEARNER_EAGER="fp32,bf16"
     LEARNER_COMPILED="fp32_compiled,bf16_compiled"
@@ -183,7 +185,11 @@ e2e_runs() { # "N:setting ..." -> one stage each
         n="${run%%:*}"
         setting="${run#*:}"
         limit="${STAGE_LIMIT_S[e2e]}"
-        [[ "$setting" == *compiled* ]] && limit="${STAGE_LIMIT_S[e2e_compiled]}"
+        [[ "$setting" == *compiled* || "$setting" == defaults ]] && limit="${STAGE_LIMIT_S[e2e_compiled]}"
+        if [ "$n" = auto ]; then
+            benchmark "e2e_auto_${setting}" "$limit" --stages e2e --num-envs 1 --settings "$setting"
+            continue
+        fi
         if [ "$n" -gt "$(getconf _NPROCESSORS_ONLN)" ]; then
             # As benchmark.py's rule: N game workers need N cores.
             record "e2e_${n}_${setting}" skipped "" 0 "$limit" "num_envs=$n needs $n cores; this machine has $(getconf _NPROCESSORS_ONLN)"

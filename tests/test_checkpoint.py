@@ -138,8 +138,47 @@ def test_manager_writes_the_replay_beside_latest_and_drops_the_old_one(tmp_path:
     manager.save(_state(20), 20, periodic=False, replay=memory)
     latest = load_checkpoint(manager.latest)
     assert latest["replay"] == "replay_000000020"
-    assert manager.replay_of(latest) == tmp_path / "replay_000000020"
+    assert (tmp_path / latest["replay"]).is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "replay_000000020"]
     # The same step again (a stop right after a checkpoint) replaces it in place.
     manager.save(_state(20), 20, periodic=False, replay=memory)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "replay_000000020"]
+
+
+def test_an_interrupted_checkpoint_leaves_no_replay_folder_behind(tmp_path: Path) -> None:
+    """Stopped between the replay memory and latest.pt (a second Ctrl-C, a full disk): the new
+    replay folder, which no checkpoint names, goes; the previous checkpoint and its replay stay."""
+    manager = CheckpointManager(tmp_path)
+    memory = _filled_memory(capacity=100, steps=30, seed=2)
+    manager.save(_state(10), 10, periodic=False, replay=memory)
+    before = manager.latest.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - what the failed write raises does not matter
+        manager.save({**_state(20), "unpicklable": lambda: None}, 20, periodic=False, replay=memory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "replay_000000010"]
+    assert manager.latest.read_bytes() == before
+
+
+class _InterruptedReplay:
+    """A replay memory whose save is cut short by a second Ctrl-C half way."""
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True)
+        (directory / "frames.u8").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+
+def test_a_ctrl_c_while_saving_the_replay_leaves_nothing_half_written(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        manager.save(_state(10), 10, periodic=False, replay=_InterruptedReplay())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_orphans_of_a_killed_run_are_removed_when_the_next_starts(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path)
+    memory = _filled_memory(capacity=100, steps=30, seed=2)
+    manager.save(_state(10), 10, periodic=False, replay=memory)
+    memory.save(tmp_path / "replay_000000020")  # renamed into place, then SIGKILL
+    (tmp_path / ".latest.pt.x.tmp").write_bytes(b"half")
+    manager.remove_orphans()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "replay_000000010"]

@@ -65,6 +65,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "eval_interval=1000",
             "eval_episodes=1",
             "eval_max_episode_frames=800",
+            "final_eval_episodes=1",
             f"hydra.run.dir={run_dir}",
         ],
         cwd=work,
@@ -83,11 +84,11 @@ def test_train_writes_config_checkpoints_and_tensorboard_tags(trained_run: Path)
     }
     state = torch.load(ckpts / "latest.pt", weights_only=True)
     assert state["game"] == "pong"
-    assert state["state"]["step"] == 2000
+    assert state["counters"]["step"] == 2000
     # One update every 4 agent steps after learning_starts: (2000 - 500) / 4.
-    assert state["state"]["updates"] == 375
+    assert state["counters"]["updates"] == 375
     assert state["num_actions"] == 6
-    assert torch.load(ckpts / "step_000001000.pt", weights_only=True)["state"]["step"] == 1000
+    assert torch.load(ckpts / "step_000001000.pt", weights_only=True)["counters"]["step"] == 1000
     assert not list(ckpts.glob("*.tmp")), "a temporary checkpoint file was left behind"
 
     logged = scalars(trained_run)
@@ -109,9 +110,9 @@ def test_resume_continues_the_run_in_place(trained_run: Path, tmp_path: Path) ->
     assert "no replay memory was saved" in result.stderr
     state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
     assert state["game"] == "pong"  # the saved overrides (env=Pong) were kept
-    assert state["state"]["step"] == 2600
+    assert state["counters"]["step"] == 2600
     # Refill of learning_starts=500 agent steps from 2000, then one update per 4 steps.
-    assert state["state"]["updates"] == 375 + (2600 - 2500) // 4
+    assert state["counters"]["updates"] == 375 + (2600 - 2500) // 4
     logged = scalars(run_dir)
     # One TensorBoard history: the first run's scalars, then the resumed run's, no gap or overlap.
     assert logged["train/epsilon"] == [250 * k for k in range(1, 9)] + [

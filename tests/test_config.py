@@ -1,11 +1,10 @@
 """Every config group composed with Hydra, checked against the Nature table, then validated; each
-validation error names its key; command-line routing and prechecks; every value has a comment."""
+validation error names its key; what `auto` resolves to; command-line routing and composition."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import hydra
 import numpy as np
@@ -16,18 +15,21 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from dqn_atari.cli import CONFIG_DIR, UsageError, precheck, register_schemas, route_game
+from dqn_atari import cli
+from dqn_atari.cli import CONFIG_DIR, UsageError, register_schemas, route_game
 from dqn_atari.config import (
     SEED_MAX,
     ConfigError,
+    EnvConfig,
     EvalConfig,
     TrainConfig,
-    atari_options,
+    auto_num_envs,
+    resolve_auto,
     resolve_device,
     validate_eval,
     validate_train,
 )
-from dqn_atari.envs import ALE_INT_MAX, UnknownGameError, display_name, resolve_game
+from dqn_atari.envs import ALE_INT_MAX, AtariOptions, UnknownGameError, display_name, resolve_game
 from dqn_atari.networks import NatureQNetwork, min_frame_size
 from dqn_atari.preprocessing import Crop
 
@@ -154,12 +156,17 @@ def test_crop_override_becomes_a_crop() -> None:
     conf = train_config("env.crop=[34,16,0,0]")
     assert conf.env.crop == [34, 16, 0, 0]
     validate_train(conf)
-    assert atari_options(conf.env).crop == Crop(34, 16, 0, 0)
+    assert conf.env.crop_margins == Crop(34, 16, 0, 0)
 
 
-def test_atari_options_carry_every_env_value() -> None:
+def test_the_env_node_is_the_games_own_options() -> None:
+    """One set of defaults: the env node is an AtariOptions (plus the game's name), so the
+    composed config is what the games are built with, with no copy in between."""
+    assert issubclass(EnvConfig, AtariOptions)
+    assert set(EnvConfig.__dataclass_fields__) == set(AtariOptions.__dataclass_fields__) | {"game"}
     conf = train_config("env=Pong", "env.frame_skip=3", "env.noop_max=7", "env.clip_rewards=false")
-    options = atari_options(conf.env)
+    options = conf.env
+    assert isinstance(options, AtariOptions)
     assert options.frame_skip == 3
     assert options.noop_max == 7
     assert options.clip_rewards is False
@@ -238,8 +245,6 @@ def test_validate_train_names_the_bad_key(overrides: list[str], key: str) -> Non
         # numpy's generators take no negative seed; torch none from 2**64.
         (["seed=-1"], "seed", "-1"),
         ([f"seed={2**64}"], "seed", str(2**64)),
-        # With 2 games, game 1's replay ring is seeded seed + 1.
-        ([f"seed={2**64 - 1}", "num_envs=2"], "seed", str(2**64 - 1)),
         (["progress_interval_s=nan"], "progress_interval_s", "nan"),
         (["progress_interval_s=inf"], "progress_interval_s", "inf"),
         # The Nature network's three convolutions need 36 pixels (see min_frame_size).
@@ -405,15 +410,41 @@ def test_validate_eval_accepts_boundary_values(overrides: list[str]) -> None:
     validate_eval(eval_config(*overrides))
 
 
-# The command line validates the composed values before Hydra creates the run directory.
-def test_precheck_refuses_a_value_before_the_run_starts() -> None:
-    with pytest.raises(
-        ConfigError, match=re.escape("algo.lr must be a finite number > 0, got nan")
-    ):
-        precheck("config", ["algo.lr=nan"])
-    with pytest.raises(ConfigError, match="seed must be in"):
-        precheck("eval", ["checkpoint=x", "seed=-1"])
-    precheck("eval", [])  # a missing checkpoint is left to dqn-eval, which names the key
+# ---------------------------------------------------------------- auto
+
+
+def test_auto_is_the_nature_loop_on_the_cpu() -> None:
+    conf = train_config()
+    resolve_auto(conf, torch.device("cpu"), cores=16)
+    assert (conf.num_envs, conf.compile, conf.cuda_graph) == (1, False, False)
+
+
+@pytest.mark.parametrize(
+    ("cores", "total_steps", "games"),
+    [
+        (16, 12_500_000, 16),
+        (64, 12_500_000, 16),  # capped
+        (12, 12_500_000, 8),  # a power of two the cores allow
+        (4, 12_500_000, 4),  # a Slurm job's share
+        (1, 12_500_000, 1),
+        (16, 1_000_004, 4),  # total_steps must divide among the games
+        (16, 999, 1),
+    ],
+)
+def test_auto_num_envs_on_cuda(cores: int, total_steps: int, games: int) -> None:
+    assert auto_num_envs(torch.device("cuda"), cores, total_steps) == games
+    assert auto_num_envs(torch.device("cpu"), cores, total_steps) == 1
+
+
+def test_explicit_values_stay_and_bad_ones_are_named() -> None:
+    conf = train_config("num_envs=4", "compile=true", "cuda_graph=true")
+    resolve_auto(conf, torch.device("cpu"), cores=16)
+    # A CUDA graph needs CUDA: on the CPU it is off whatever was asked.
+    assert (conf.num_envs, conf.compile, conf.cuda_graph) == (4, True, False)
+    with pytest.raises(ConfigError, match=r"num_envs must be .* got 'many'"):
+        resolve_auto(train_config("num_envs=many"), torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"compile must be true, false or auto, got 'maybe'"):
+        resolve_auto(train_config("compile=maybe"), torch.device("cpu"))
 
 
 # ---------------------------------------------------------------- command line
@@ -440,9 +471,12 @@ def test_route_game_unknown_names_the_close_match() -> None:
         route_game(["env=Breakot"])
 
 
-def test_precheck_accepts_a_good_command_line() -> None:
-    precheck("config", ["env=Pong", "batch_size=64", "algo=double_dqn"])
-    precheck("eval", ["checkpoint=x", "episodes=3"])
+def test_compose_accepts_a_good_command_line() -> None:
+    cfg = cli.compose(CONFIG_DIR, "config", ["env=Pong", "batch_size=64", "algo=double_dqn"])
+    assert str(cfg.hydra.run.dir).startswith("runs/Pong/")  # resolved once, here
+    conf = cli.typed(cfg)
+    assert isinstance(conf, TrainConfig) and conf.batch_size == 64 and conf.algo.double
+    assert cli.typed(cli.compose(CONFIG_DIR, "eval", ["checkpoint=x", "episodes=3"])).episodes == 3
 
 
 @pytest.mark.parametrize(
@@ -454,85 +488,27 @@ def test_precheck_accepts_a_good_command_line() -> None:
         (["env=Nope"], "env/Nope"),
     ],
 )
-def test_precheck_rejects_a_bad_command_line(args: list[str], mentions: str) -> None:
+def test_compose_rejects_a_bad_command_line(args: list[str], mentions: str) -> None:
     with pytest.raises(UsageError, match=re.escape(mentions)):
-        precheck("config", args)
+        cli.compose(CONFIG_DIR, "config", args)
 
 
 # Hydra's '+' adds a key that no schema field reads: a mistyped '+batchsize=64' must not be
 # silently ignored.
-def test_precheck_rejects_an_added_unknown_key() -> None:
+def test_compose_rejects_an_added_unknown_key() -> None:
     with pytest.raises(UsageError, match="foo"):
-        precheck("config", ["+foo=1"])
+        cli.compose(CONFIG_DIR, "config", ["+foo=1"])
 
 
-def test_precheck_lists_presets_for_a_missing_env_file() -> None:
+def test_a_missing_mandatory_value_is_named() -> None:
+    with pytest.raises(UsageError, match="checkpoint is required: add checkpoint="):
+        cli.typed(cli.compose(CONFIG_DIR, "eval", []))
+
+
+def test_compose_lists_presets_for_a_missing_env_file() -> None:
     with pytest.raises(UsageError) as err:
-        precheck("config", ["env=Nope"])
+        cli.compose(CONFIG_DIR, "config", ["env=Nope"])
     message = str(err.value)
     for preset in ENV_PRESETS:
         assert preset in message
     assert "atari" not in message.split("options:")[1]
-
-
-# ---------------------------------------------------------------- config comments
-
-
-def uncommented_values(text: str) -> list[str]:
-    """`key: value` lines without a `# ...` comment, outside the `defaults:` and `hydra:` blocks."""
-    bad = []
-    skip_block = False
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if not line[0].isspace():
-            skip_block = stripped.split(":", 1)[0] in ("defaults", "hydra")
-        if skip_block:
-            continue
-        match = re.fullmatch(r"\s*[\w.]+:\s*(\S.*)", line)
-        if match is None:  # a mapping header (`key:`) or a list item
-            continue
-        if not re.search(r"\s#", match.group(1)):
-            bad.append(f"{number}: {stripped}")
-    return bad
-
-
-def test_comment_checker_finds_an_uncommented_value() -> None:
-    text = (
-        "# header\n"
-        "defaults:\n"
-        "  - train_schema\n"
-        "  - _self_\n"
-        "a: 1   # agent steps\n"
-        "b: 2\n"
-        "c:\n"
-        "  d: x\n"
-        "  e: y  # why\n"
-        "hydra:\n"
-        "  run:\n"
-        "    dir: runs\n"
-        "f: '#not a comment'\n"
-    )
-    assert uncommented_values(text) == ["6: b: 2", "8: d: x", "13: f: '#not a comment'"]
-
-
-CONFIG_FILES = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
-
-
-@pytest.mark.parametrize("name", CONFIG_FILES)
-def test_every_config_value_has_a_comment(name: str) -> None:
-    assert uncommented_values((CONFIG_DIR / name).read_text()) == []
-
-
-def test_config_files_are_all_checked() -> None:
-    assert len(CONFIG_FILES) >= 7
-    assert Path(CONFIG_DIR / "config.yaml").is_file()
-
-
-def test_env_schema_and_atari_options_name_the_same_fields() -> None:
-    from dqn_atari.config import EnvConfig
-    from dqn_atari.envs import AtariOptions
-
-    schema = set(EnvConfig.__dataclass_fields__) - {"game"}
-    assert schema == set(AtariOptions.__dataclass_fields__)

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -47,6 +48,7 @@ RUN = [
     "progress_interval_s=0",  # a progress line per loop iteration: the test reads the step
     "env.max_episode_frames=2000",
     "eval_interval=0",
+    "final_eval_episodes=0",
 ]
 PROGRESS = re.compile(r"([\d,]+)/[\d,]+ steps \|")
 
@@ -105,7 +107,7 @@ def train_until_learning_then_sigterm(run_dir: Path, cwd: Path, num_envs: int) -
     assert code == 128 + signal.SIGTERM, output[-3000:]
     assert "stopped by SIGTERM" in rest and f"resume={run_dir}" in rest, output[-3000:]
     assert "Traceback" not in rest
-    return int(latest(run_dir)["state"]["step"])
+    return int(latest(run_dir)["counters"]["step"])
 
 
 @pytest.mark.slow
@@ -116,7 +118,7 @@ def test_train_sigterm_resume_and_eval_with_video_on_cuda(num_envs: int, tmp_pat
     state = latest(run_dir)
     assert stopped_at >= LEARNING_STARTS + 100
     assert stopped_at % num_envs == 0
-    assert state["state"]["updates"] > 0
+    assert state["counters"]["updates"] > 0
     # The networks were trained on the GPU, and the GPU replay ring was written beside them.
     assert all(t.device.type == "cuda" for t in state["learner"]["online"].values())
     assert (run_dir / "checkpoints" / f"replay_{stopped_at:09d}").is_dir()
@@ -125,9 +127,9 @@ def test_train_sigterm_resume_and_eval_with_video_on_cuda(num_envs: int, tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "with its replay memory" in resumed.stderr
     after = latest(run_dir)
-    assert after["state"]["step"] == stopped_at + 200
+    assert after["counters"]["step"] == stopped_at + 200
     # One update every 4 agent steps, learning from the first step after the resume: 200 / 4.
-    assert after["state"]["updates"] == state["state"]["updates"] + 50
+    assert after["counters"]["updates"] == state["counters"]["updates"] + 50
     assert after["num_envs"] == num_envs
     moved = [
         not torch.equal(after["learner"]["online"][name], tensor)
@@ -171,3 +173,162 @@ def test_a_replay_larger_than_free_gpu_memory_is_one_line_before_allocating(
     assert not list(run_dir.glob("checkpoints/*"))
     assert not list(run_dir.glob("events.out.tfevents.*"))
     assert free_bytes < too_many * frame_bytes
+
+
+# ---------------------------------------------------------------- the API on CUDA
+
+
+def _written_memory(device: str, num_games: int = 2, steps: int = 300) -> object:
+    """A replay memory on `device` written with the same random frames and episode ends."""
+    import numpy as np
+
+    from dqn_atari.replay import ReplayMemory
+
+    memory = ReplayMemory(
+        capacity=num_games * 400, num_games=num_games, seed=11, device=torch.device(device)
+    )
+    rng = np.random.default_rng(3)
+    memory.start(rng.integers(0, 256, (num_games, 84, 84), dtype=np.uint8))
+    for _ in range(steps):  # past the wrap-around of each 400-slot ring
+        ended = rng.random(num_games) < 0.03
+        memory.add_step(
+            rng.integers(6, size=num_games),
+            rng.normal(size=num_games),
+            ended & (rng.random(num_games) < 0.5),  # terminal, or truncated
+            ended,
+            rng.integers(0, 256, (num_games, 84, 84), dtype=np.uint8),
+            rng.integers(0, 256, (num_games, 84, 84), dtype=np.uint8),
+        )
+    return memory
+
+
+def test_the_replay_memory_on_cuda_gives_the_cpus_batches() -> None:
+    """Same writes, same seed: the same slots and identical batches. The sampler's uniforms
+    come from a CPU generator on both, so the devices cannot drift apart."""
+    cpu, gpu = _written_memory("cpu"), _written_memory("cuda")
+    assert cpu.sampleable_slots().tolist() == gpu.sampleable_slots().tolist()
+    for _ in range(50):
+        for a, b in zip(cpu.sample(32), gpu.sample(32), strict=True):
+            assert torch.equal(a, b.cpu())
+
+
+def _learner(device: str, precision: str = "fp32", compile: bool = False, graph: bool = False):
+    from dqn_atari.config import AlgoConfig
+    from dqn_atari.learner import Learner
+    from dqn_atari.networks import NatureQNetwork
+    from dqn_atari.optim import make_optimizer
+
+    torch.manual_seed(0)
+    net = NatureQNetwork(6).to(device)
+    algo = AlgoConfig()
+    return Learner(
+        net,
+        make_optimizer(algo, list(net.parameters())),
+        algo,
+        replay=_written_memory(device),
+        batch_size=32,
+        device=torch.device(device),
+        precision=precision,
+        compile=compile,
+        cuda_graph=graph,
+    )
+
+
+def _updates(learner, count: int, sync_at: int = 3) -> tuple[list[float], list[torch.Tensor]]:
+    losses = []
+    for i in range(count):
+        learner.update()
+        losses.append(learner.last_loss.item())
+        if i == sync_at:
+            learner.sync_target()
+    return losses, [p.detach().cpu().clone() for p in learner.online.parameters()]
+
+
+@pytest.fixture
+def no_tf32():
+    """TF32 matmuls and convolutions round to 10 bits of mantissa: off for the comparisons."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_updates_on_cuda_match_the_cpu(no_tf32) -> None:
+    """Same weights, same batches: six updates with a target sync give the CPU's losses and
+    weights within 1e-4 (relative) on fp32 CUDA (cuDNN and cuBLAS sum in other orders)."""
+    cpu_losses, cpu_weights = _updates(_learner("cpu"), 6)
+    gpu_losses, gpu_weights = _updates(_learner("cuda"), 6)
+    assert gpu_losses == pytest.approx(cpu_losses, rel=1e-4)
+    for a, b in zip(gpu_weights, cpu_weights, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_update_as_one_cuda_graph_matches_eager(no_tf32, compile: bool) -> None:
+    """The graphed update (3 warm-up calls, then one capture replayed) gives eager's losses
+    and weights over 8 updates with a target sync in between: sampling advances inside the
+    graph, the optimizer state and the sums are the same tensors, the sync copies in place."""
+    eager_losses, eager_weights = _updates(_learner("cuda"), 8)
+    graphed = _learner("cuda", compile=compile, graph=True)
+    graph_losses, graph_weights = _updates(graphed, 8)
+    assert graphed._step.graph is not None  # captured, and replayed for the later updates
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-4)
+    for a, b in zip(graph_weights, eager_weights, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_taken_between_graph_replays_resumes_the_same_updates(no_tf32) -> None:
+    """state_dict() read between replays, loaded into a fresh learner (copied into its
+    tensors) that is then captured too: both go on with identical updates."""
+    first = _learner("cuda", graph=True)
+    _updates(first, 6)
+    saved = {k: v for k, v in first.state_dict().items()}
+    saved = torch.utils._pytree.tree_map(
+        lambda t: t.detach().cpu().clone() if isinstance(t, torch.Tensor) else t, saved
+    )
+    replay_dir = Path(tempfile.mkdtemp())
+    first.replay.save(replay_dir / "replay")
+    second = _learner("cuda", graph=True)
+    second.load_state_dict(saved)
+    second.replay.load(replay_dir / "replay")
+    a_losses, a_weights = _updates(first, 6, sync_at=2)
+    b_losses, b_weights = _updates(second, 6, sync_at=2)
+    # The same kernels on the same data; cuDNN may pick another algorithm for the second
+    # learner's convolutions, so the last bits may differ.
+    assert b_losses == pytest.approx(a_losses, rel=1e-5)
+    for a, b in zip(a_weights, b_weights, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_bf16_on_cuda_is_within_the_cpu_tests_tolerances() -> None:
+    """As tests/test_precision.py on the CPU: the bf16 update's loss within 1% of fp32's."""
+    fp32, _ = _updates(_learner("cuda"), 1)
+    bf16, _ = _updates(_learner("cuda", precision="bf16"), 1)
+    assert bf16[0] == pytest.approx(fp32[0], rel=1e-2)
+    assert bf16[0] != fp32[0]  # the update really ran in bf16
+
+
+@pytest.mark.slow
+def test_a_million_transitions_hold_at_most_7_1_gb_on_the_gpu() -> None:
+    import numpy as np
+
+    from dqn_atari.replay import ReplayMemory
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    memory = ReplayMemory(1_000_000, device=torch.device("cuda"), num_games=16)
+    frames = np.zeros((16, 84, 84), np.uint8)
+    memory.start(frames)
+    actions, rewards, no = np.zeros(16, np.int64), np.zeros(16), np.zeros(16, np.bool_)
+    for _ in range(200):
+        memory.add_step(actions, rewards, no, no, frames, frames)
+    memory.sample(32)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    assert peak <= 7.1e9, peak
+    del memory

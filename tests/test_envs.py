@@ -120,7 +120,7 @@ def test_frame_skip_one_has_no_max_with_an_older_frame() -> None:
 
 def test_reward_is_summed_over_the_action_repeat() -> None:
     """Replay each step by hand from a cloned state; the step's reward is the 4 frames' sum."""
-    env = make_atari_env("SpaceInvaders", seed=0, noop_max=0)
+    env = make_atari_env("SpaceInvaders", seed=0, noop_max=0, clip_rewards=False)
     env.reset()
     ale = env.ale
     ale_actions = list(ale.getMinimalActionSet())

@@ -5,6 +5,7 @@ Every test drives the installed `dqn-train` / `dqn-eval` as a subprocess on the 
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -38,6 +39,7 @@ RUN = [
     "eval_interval=400",
     "eval_episodes=1",
     "eval_max_episode_frames=500",
+    "final_eval_episodes=0",
 ]
 
 
@@ -75,7 +77,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def assert_same_training(a: Path, b: Path) -> None:
     sa, sb = latest(a), latest(b)
-    assert sa["state"] == sb["state"]
+    assert sa["counters"] == sb["counters"]
     for part in ("online", "target"):
         for name, tensor in sa["learner"][part].items():
             assert torch.equal(tensor, sb["learner"][part][name]), f"{part}.{name} differs"
@@ -136,12 +138,12 @@ def test_sigint_and_sigterm_finish_the_step_checkpoint_and_exit_conventionally(
     assert proc.wait(timeout=120) == 128 + sig
     assert f"stopped by {sig.name}" in rest and f"resume={run_dir}" in rest
     assert "Traceback" not in rest
-    stopped_at = latest(run_dir)["state"]["step"]
+    stopped_at = latest(run_dir)["counters"]["step"]
     assert 0 < stopped_at < 1_000_000
     # The message's command continues the run, from exactly that step.
     resumed = train(f"resume={run_dir}", f"total_steps={stopped_at + 50}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert latest(run_dir)["state"]["step"] == stopped_at + 50
+    assert latest(run_dir)["counters"]["step"] == stopped_at + 50
 
 
 def test_sigkill_loses_at_most_one_checkpoint_interval(tmp_path: Path) -> None:
@@ -159,12 +161,12 @@ def test_sigkill_loses_at_most_one_checkpoint_interval(tmp_path: Path) -> None:
     proc.kill()
     assert proc.wait(timeout=60) == -signal.SIGKILL
     state = latest(run_dir)  # whatever moment the kill hit, latest.pt is whole
-    saved = state["state"]["step"]
+    saved = state["counters"]["step"]
     assert saved >= 600 and saved % 200 == 0
     resumed = train(f"resume={run_dir}", f"total_steps={saved + 200}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "with its replay memory" in resumed.stderr
-    assert latest(run_dir)["state"]["step"] == saved + 200
+    assert latest(run_dir)["counters"]["step"] == saved + 200
     leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
 
@@ -195,7 +197,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
     assert "cannot write checkpoint" in line and "File too large" in line
     assert "latest.pt is unchanged" in line
     assert (run_dir / "checkpoints" / "latest.pt").read_bytes() == before
-    assert latest(run_dir)["state"]["step"] == 1000
+    assert latest(run_dir)["counters"]["step"] == 1000
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
@@ -236,7 +238,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_finite_checkpoint(tmp_path
     line = one_error_line(result.stderr)
     assert "diverged by agent step 300" in line
     state = latest(run_dir)
-    assert state["state"]["step"] == 200
+    assert state["counters"]["step"] == 200
     assert all(torch.isfinite(t).all() for t in state["learner"]["online"].values())
 
 
@@ -251,7 +253,7 @@ def test_resume_refuses_another_game_or_action_set(straight: Path, tmp_path: Pat
     )
     assert actions.returncode == 2
     assert "has 4 actions but breakout here has 18" in one_error_line(actions.stderr)
-    assert latest(run_dir)["state"]["step"] == 1000
+    assert latest(run_dir)["counters"]["step"] == 1000
 
 
 def test_resume_refuses_a_directory_without_a_good_checkpoint(
@@ -284,3 +286,242 @@ def test_eval_refuses_a_checkpoint_whose_network_does_not_fit(
     )
     assert result.returncode == 2
     assert "has 18 actions but breakout here has 4" in one_error_line(result.stderr, "dqn-eval")
+
+
+# ---------------------------------------------------------------- a hostile new user's cases
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [TRAIN, *args], cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+
+
+def _wait_for(proc: subprocess.Popen[str], text: str) -> list[str]:
+    """The process's stderr lines up to and including the first that holds `text`."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"the run ended before printing {text!r}: {''.join(seen)[-2000:]}")
+
+
+def test_a_second_run_in_a_live_runs_directory_is_refused_naming_its_pid(tmp_path: Path) -> None:
+    """The issue's two starts into one hydra.run.dir, before the first checkpoint: the second
+    is refused (and so is a resume of it); a SIGKILLed owner leaves no stale lock."""
+    run_dir = tmp_path / "cc"
+    args = [*RUN, "total_steps=1000000", "checkpoint_interval=200", "progress_interval_s=0"]
+    first = _start([*args, f"hydra.run.dir={run_dir}"], tmp_path)
+    try:
+        _wait_for(first, "steps |")
+        second = train(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert second.returncode == 2
+        line = one_error_line(second.stderr)
+        assert f"in use by another dqn-train (PID {first.pid})" in line, line
+        while not (run_dir / "checkpoints" / "latest.pt").exists():
+            time.sleep(0.05)
+        resumed = train(f"resume={run_dir}", cwd=tmp_path)
+        assert resumed.returncode == 2
+        assert f"PID {first.pid}" in one_error_line(resumed.stderr)
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    # The kernel released the lock with the process: the run continues.
+    saved = latest(run_dir)["counters"]["step"]
+    # Past learning_starts (300) whichever checkpoint the kill left: a total_steps that no
+    # update fits in is refused by design.
+    after = train(f"resume={run_dir}", f"total_steps={saved + 400}", cwd=tmp_path)
+    assert after.returncode == 0, after.stderr[-2000:]
+
+
+def test_a_missing_replay_memory_is_refused_unless_a_refill_is_asked_for(
+    straight: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    (replay,) = (run_dir / "checkpoints").glob("replay_*")
+    shutil.rmtree(replay)
+    before = (run_dir / "checkpoints" / "latest.pt").read_bytes()
+    refused = train(f"resume={run_dir}", "total_steps=1200", cwd=tmp_path)
+    assert refused.returncode == 2
+    line = one_error_line(refused.stderr)
+    assert f"{replay.name}/, which is missing" in line and "refill_replay=true" in line
+    assert (run_dir / "checkpoints" / "latest.pt").read_bytes() == before
+    refilled = train(f"resume={run_dir}", "total_steps=1200", "refill_replay=true", cwd=tmp_path)
+    assert refilled.returncode == 0, refilled.stderr[-2000:]
+    assert "is missing (refill_replay=true)" in refilled.stderr
+    assert "learning resumes after 300 agent steps of refilling" in refilled.stderr
+    # The permission was for that resume: the saved config does not carry it on.
+    assert "refill_replay: false" in (run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "damage", ["garbage meta.pt", "no frames.u8", "short frames.u8", "no meta.pt"]
+)
+def test_a_damaged_replay_memory_is_one_line_and_the_checkpoint_stays(
+    straight: Path, tmp_path: Path, damage: str
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    (replay,) = (run_dir / "checkpoints").glob("replay_*")
+    name = damage.split()[-1]
+    if damage.startswith("garbage"):
+        (replay / name).write_bytes(b"\x80garbage" * 64)
+    elif damage.startswith("short"):
+        (replay / name).write_bytes((replay / name).read_bytes()[:-100])
+    else:
+        (replay / name).unlink()
+    before = (run_dir / "checkpoints" / "latest.pt").read_bytes()
+    result = train(f"resume={run_dir}", "total_steps=1200", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert name in one_error_line(result.stderr)
+    assert (run_dir / "checkpoints" / "latest.pt").read_bytes() == before
+
+
+def test_sigterm_during_an_evaluation_stops_within_seconds_and_resumes_it(
+    tmp_path: Path,
+) -> None:
+    """A stop never waits for an evaluation (10 full games here, over a minute on 2 cores): the
+    evaluation is abandoned, the checkpoint says it is due, and the resumed run plays it."""
+    run_dir = tmp_path / "run"
+    args = [
+        "env=Pong", "device=cpu", "seed=5", "learning_starts=50", "buffer_size=2000",
+        "total_steps=1000000", "eval_interval=100", "eval_episodes=10",
+        "eval_max_episode_frames=18000", "checkpoint_interval=1000000", "log_interval=100",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    proc = _start(args, tmp_path)
+    _wait_for(proc, "evaluating at agent step 100")
+    time.sleep(1.0)  # well into the first game
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    rest = proc.stderr.read()
+    code = proc.wait(timeout=300)
+    took_s = time.monotonic() - sent
+    assert code == 128 + signal.SIGTERM, rest[-2000:]
+    # Measured here: about 1 s (the checkpoint write). The whole evaluation takes over 60 s.
+    assert took_s < 15, took_s
+    state = latest(run_dir)
+    assert state["counters"]["step"] == 100 and state["counters"]["eval_due"] == 100
+    assert "eval/return_mean" not in scalars_tags(run_dir)  # nothing half-logged
+
+    resumed = train(
+        f"resume={run_dir}", "total_steps=104", "eval_episodes=1", "eval_max_episode_frames=2000",
+        "final_eval_episodes=0", cwd=tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [step for step, _ in scalars(run_dir, "eval/return_mean")] == [100]
+    assert latest(run_dir)["counters"]["eval_due"] is None
+
+
+def scalars_tags(run_dir: Path) -> list[str]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return list(events.Tags()["scalars"])
+
+
+def test_two_quick_ctrl_cs_leave_a_true_message_and_nothing_half_written(
+    tmp_path: Path,
+) -> None:
+    """The second Ctrl-C lands wherever the run is (the step, or the first checkpoint with its
+    replay memory): whichever, the message is true and no replay folder is left unnamed."""
+    run_dir = tmp_path / "run"
+    proc = _start([*RUN, "total_steps=1000000", "progress_interval_s=0",
+                   f"hydra.run.dir={run_dir}"], tmp_path)  # fmt: skip
+    _wait_for(proc, "steps |")
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130
+    assert "Traceback" not in rest
+    checkpoints = run_dir / "checkpoints"
+    replays = sorted(p.name for p in checkpoints.glob("replay_*")) if checkpoints.exists() else []
+    if (checkpoints / "latest.pt").exists():
+        step = latest(run_dir)["counters"]["step"]
+        assert f"at agent step {step:,}, is kept" in rest or "stopped by SIGINT" in rest, rest
+        assert replays == [latest(run_dir)["replay"]]
+    else:
+        line = one_error_line(rest)
+        assert "no checkpoint had been written yet" in line, line
+        assert replays == []
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_the_printed_resume_command_works_for_a_directory_with_a_space(tmp_path: Path) -> None:
+    run_dir = tmp_path / "my runs" / "pong 1"
+    proc = _start(
+        ["env=Pong", "device=cpu", "learning_starts=100", "buffer_size=2000",
+         "total_steps=1000000", "progress_interval_s=0", "eval_interval=0",
+         f"hydra.run.dir={run_dir}"],
+        tmp_path,
+    )  # fmt: skip
+    _wait_for(proc, "steps |")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143
+    (command,) = [
+        line.split("Continue with: ")[1] for line in rest.splitlines() if "Continue" in line
+    ]
+    stopped_at = latest(run_dir)["counters"]["step"]
+    # As a user pastes it into a shell.
+    shell = subprocess.run(
+        ["bash", "-c", f"{command} total_steps={stopped_at + 200} final_eval_episodes=0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr[-2000:]
+    assert latest(run_dir)["counters"]["step"] == stopped_at + 200
+
+
+def test_eval_of_a_checkpoints_folder_writes_the_video_beside_latest(
+    straight: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    result = subprocess.run(
+        [EVAL, f"checkpoint={run_dir / 'checkpoints'}", "episodes=1", "video=true",
+         "max_episode_frames=400"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    video = run_dir / "checkpoints" / "latest_eval.mp4"
+    assert video.is_file() and not (run_dir / "checkpoints_eval.mp4").exists()
+    assert json.loads(result.stdout.strip().splitlines()[-1])["video"] == str(video)
+
+
+def test_divergence_before_the_first_checkpoint_says_there_is_none(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = train(
+        "env=Pong", "total_steps=1000", "learning_starts=200", "buffer_size=2000",
+        "checkpoint_interval=100000", "log_interval=100", "algo.lr=1e30",
+        f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 3
+    line = one_error_line(result.stderr)
+    assert "diverged by agent step 300" in line
+    assert "no checkpoint had been written yet" in line and "is kept" not in line
+    assert not (run_dir / "checkpoints" / "latest.pt").exists()
+
+
+def test_ctrl_c_during_dqn_eval_is_one_line_and_leaves_no_half_video(
+    straight: Path, tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(straight / "checkpoints" / "latest.pt", ckpt)
+    proc = subprocess.Popen(
+        [EVAL, f"checkpoint={ckpt}", "episodes=30", "video=true"],
+        cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    video = tmp_path / "model_eval.mp4"
+    deadline = time.monotonic() + 120
+    while not video.exists() and time.monotonic() < deadline:  # recording has begun
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted" in one_error_line(err, "dqn-eval")
+    assert not video.exists()

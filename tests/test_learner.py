@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from dqn_atari.learner import Learner, LearnerSettings, td_loss
-from dqn_atari.loop import LoopSettings, TrainState, select_actions, train
+from dqn_atari.config import AlgoConfig, TrainConfig
+from dqn_atari.learner import Learner, td_loss
+from dqn_atari.loop import TrainState, select_actions, train
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork
 from dqn_atari.optim import make_optimizer
@@ -91,9 +92,7 @@ def test_huber_gradient_is_the_td_error_clipped_to_one() -> None:
 def test_update_moves_online_only_and_sync_copies_it() -> None:
     torch.manual_seed(0)
     net = NatureQNetwork(num_actions=4)
-    learner = Learner(
-        net, make_optimizer("rmsprop", list(net.parameters()), lr=2.5e-4), LearnerSettings()
-    )
+    learner = Learner(net, make_optimizer(AlgoConfig(), list(net.parameters())), AlgoConfig())
     batch = Batch(
         obs_tm1=torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8),
         action_tm1=torch.randint(0, 4, (8,)),
@@ -194,11 +193,30 @@ Q_STAR = {1: (2.0, 9.0), 2: (8.1, 10.0), 3: (9.0, 10.0)}  # S2, S3, S4 (index 1,
 def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = ChainQ()
+    config = TrainConfig(
+        total_steps=4000,
+        learning_starts=200,
+        batch_size=32,
+        checkpoint_interval=2000,
+        eval_interval=0,
+        log_interval=500,
+        algo=AlgoConfig(
+            gamma=0.9,
+            optimizer="adam",
+            lr=3e-3,
+            train_every=1,
+            target_update_interval=100,
+            epsilon_start=1.0,
+            epsilon_end=0.2,
+            epsilon_decay_steps=1000,
+        ),
+    )
+    algo = config.algo
     replay = ReplayMemory(capacity=2000, frame_shape=(1, 5), stack=1, seed=0)
     learner = Learner(
         net,
-        make_optimizer("adam", list(net.parameters()), lr=3e-3),
-        LearnerSettings(gamma=0.9),
+        make_optimizer(algo, list(net.parameters())),
+        algo,
         replay=replay,
         batch_size=32,
     )
@@ -207,18 +225,7 @@ def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None
         games=InProcessGames([RecyclingChain(seed=0)]),
         learner=learner,
         replay=replay,
-        epsilon=LinearSchedule(1.0, 0.2, 1000, begin_step=200),
-        settings=LoopSettings(
-            total_steps=4000,
-            batch_size=32,
-            train_every=1,
-            target_update_interval=100,
-            checkpoint_interval=2000,
-            eval_interval=0,
-            eval_episodes=1,
-            eval_epsilon=0.0,
-            log_interval=500,
-        ),
+        config=config,
         metrics=Metrics(tmp_path, total_steps=4000, progress_interval_s=1e9),
         state=TrainState(learn_from_step=200),
         rng=np.random.default_rng(0),

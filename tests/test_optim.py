@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from dqn_atari.config import AlgoConfig
 from dqn_atari.learner import clip_grad_norm_
 from dqn_atari.optim import Adam, CenteredRMSProp, OptimizerStateError, make_optimizer
 
@@ -59,9 +60,9 @@ def _tensor_ids(state: dict) -> list[int]:
 @pytest.mark.parametrize("name", ["rmsprop", "adam"])
 def test_state_round_trip_keeps_the_same_tensors(name: str) -> None:
     params = _params()
-    first = make_optimizer(name, params, lr=1e-3)
+    first = make_optimizer(AlgoConfig(optimizer=name, lr=1e-3), params)
     first.step_(params, [torch.ones_like(p) for p in params])
-    second = make_optimizer(name, _params(), lr=1e-3)
+    second = make_optimizer(AlgoConfig(optimizer=name, lr=1e-3), _params())
     kept = _tensor_ids(second.state_dict())
     second.load_state_dict(first.state_dict())
     for key, value in first.state_dict().items():
@@ -72,9 +73,11 @@ def test_state_round_trip_keeps_the_same_tensors(name: str) -> None:
     assert kept == _tensor_ids(second.state_dict())
     other = "adam" if name == "rmsprop" else "rmsprop"
     with pytest.raises(OptimizerStateError, match=r"algo\.optimizer"):
-        make_optimizer(other, _params(), lr=1e-3).load_state_dict(first.state_dict())
+        make_optimizer(AlgoConfig(optimizer=other), _params()).load_state_dict(first.state_dict())
     with pytest.raises(OptimizerStateError, match="does not match"):
-        make_optimizer(name, [torch.zeros(2)], lr=1e-3).load_state_dict(first.state_dict())
+        make_optimizer(AlgoConfig(optimizer=name), [torch.zeros(2)]).load_state_dict(
+            first.state_dict()
+        )
 
 
 def test_gradient_clipping_matches_torch() -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dqn_atari.learner import Learner, LearnerSettings, td_loss
+from dqn_atari.config import AlgoConfig
+from dqn_atari.learner import Learner, td_loss
 from dqn_atari.networks import NatureQNetwork, bf16_supported, q_function
 from dqn_atari.optim import make_optimizer
 from dqn_atari.replay import Batch, ReplayMemory
@@ -46,8 +47,8 @@ def test_bf16_matches_fp32_within_two_percent_of_the_q_scale(compiled: bool) -> 
     f32 = td_loss(q_function(online, CPU), q_function(target, CPU), batch, 0.99)
     learner = Learner(
         online,
-        make_optimizer("rmsprop", list(online.parameters()), lr=2.5e-4),
-        LearnerSettings(gamma=0.99),
+        make_optimizer(AlgoConfig(), list(online.parameters())),
+        AlgoConfig(gamma=0.99),
         device=CPU,
         precision="bf16",
         compile=compiled,
@@ -73,8 +74,8 @@ def test_compiled_forward_and_update_match_eager_fp32() -> None:
         online, _ = _networks()
         learner = Learner(
             online,
-            make_optimizer("rmsprop", list(online.parameters()), lr=2.5e-4),
-            LearnerSettings(),
+            make_optimizer(AlgoConfig(), list(online.parameters())),
+            AlgoConfig(),
             device=CPU,
             compile=compiled,
         )
@@ -122,10 +123,11 @@ def test_the_whole_update_compiles_as_one_graph_and_matches_eager(optimizer: str
     for compiled in (False, True):
         torch._dynamo.reset()
         online, _ = _networks()
+        algo = AlgoConfig(optimizer=optimizer, max_grad_norm=10.0)
         learner = Learner(
             online,
-            make_optimizer(optimizer, list(online.parameters()), lr=2.5e-4),
-            LearnerSettings(max_grad_norm=10.0),
+            make_optimizer(algo, list(online.parameters())),
+            algo,
             replay=_filled_replay(seed=4),
             batch_size=32,
             device=CPU,

@@ -60,7 +60,9 @@ def test_the_fast_count_from_raw_events_equals_the_cpu_parent_count() -> None:
 
 def count_ops(tmp_path: Path, window_agent_steps: int) -> dict:
     out = tmp_path / f"ops_{window_agent_steps}.json"
-    run = "env=Pong total_steps=240 learning_starts=120 buffer_size=1000 seed=5"
+    run = (
+        "env=Pong total_steps=240 learning_starts=120 buffer_size=1000 seed=5 final_eval_episodes=0"
+    )
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--stages", "ops",
          "--ops-run", run, "--ops-window", str(window_agent_steps), "--ops-top", "1000",

@@ -1,24 +1,24 @@
 """summary.json on its own: protocol names, atomic writes, what counts as done, segments across
-resumes, and a signal during the final evaluation."""
+resumes, and a stop request during the final evaluation."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from dqn_atari import __version__
+from dqn_atari.envs import AtariOptions
 from dqn_atari.loop import EvalResult
+from dqn_atari.networks import NatureQNetwork, q_function
 from dqn_atari.summary import (
     SUMMARY,
     RunFacts,
-    RunInterrupted,
     RunRecord,
-    interrupt_on_signals,
+    final_evaluation,
     is_done,
     protocol_name,
     read_summary,
@@ -130,10 +130,26 @@ def test_status_must_be_known(tmp_path: Path) -> None:
         record.write("crashed", 10)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_during_the_final_evaluation_interrupts_it(sig: signal.Signals) -> None:
-    before = signal.getsignal(sig)
-    with pytest.raises(RunInterrupted) as caught, interrupt_on_signals():
-        os.kill(os.getpid(), sig)
-    assert caught.value.signal_name == sig.name
-    assert signal.getsignal(sig) is before
+def test_a_stop_request_ends_the_final_evaluation_at_once() -> None:
+    """A final evaluation of 30 games can take minutes; a stop request ends it within a step."""
+    asked = iter([False] * 5 + [True] * 1000)
+    steps = []
+
+    def stop_requested() -> bool:
+        steps.append(1)
+        return next(asked)
+
+    net = NatureQNetwork(6)
+    result = final_evaluation(
+        q_function(net, torch.device("cpu")),
+        "Pong",
+        AtariOptions().for_evaluation(18_000),
+        30,
+        0.05,
+        seed=0,
+        step=100,
+        device=torch.device("cpu"),
+        stop_requested=stop_requested,
+    )
+    assert result is None
+    assert len(steps) == 6  # asked before every agent step; the sixth ends it

@@ -16,7 +16,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from dqn_atari import sweep
-from dqn_atari.cli import CONFIG_DIR, StopFlag, precheck, register_schemas, route_game
+from dqn_atari.cli import CONFIG_DIR, StopFlag, compose, register_schemas, route_game
 from dqn_atari.envs import UnknownGameError
 
 TRAIN = shutil.which("dqn-train")
@@ -180,10 +180,9 @@ def test_atari5_is_the_five_games_of_the_paper(fresh_hydra: None) -> None:
     assert cfg.env.frame_skip == 4 and cfg.env.sticky_action_prob == 0.0  # Nature otherwise
 
 
-def test_a_run_of_the_atari5_preset_can_be_checked_and_resumed(fresh_hydra: None) -> None:
-    # resume= replays the saved overrides, '+experiment=atari5' among them.
-    run_dir = precheck("config", ["+experiment=atari5", "env.game=Qbert", "seed=2"])
-    assert run_dir is not None and run_dir.parts[-2] == "Qbert"
+def test_a_run_of_the_atari5_preset_composes(fresh_hydra: None) -> None:
+    cfg = compose(CONFIG_DIR, "config", ["+experiment=atari5", "env.game=Qbert", "seed=2"])
+    assert Path(str(cfg.hydra.run.dir)).parts[-2] == "Qbert"
 
 
 @pytest.mark.skipif(TRAIN is None, reason="dqn-train is not installed")

@@ -85,6 +85,7 @@ RUN = [
     "eval_interval=0",
     "progress_interval_s=60",
     "env.max_episode_frames=1500",
+    "final_eval_episodes=0",
 ]
 
 
@@ -99,9 +100,9 @@ def test_two_games_learn_at_the_nature_ratio_and_resume_exactly(tmp_path: Path) 
     assert result.returncode == 0, result.stderr[-3000:]
     full = torch.load(straight / "checkpoints" / "latest.pt", weights_only=True)
     # Agent steps are summed over both games; one update of 32 per 4 of them after 300.
-    assert full["state"]["step"] == 1000
-    assert full["state"]["updates"] == (1000 - 300) // 4
-    assert full["num_envs"] == 2 and len(full["env"]) == 2
+    assert full["counters"]["step"] == 1000
+    assert full["counters"]["updates"] == (1000 - 300) // 4
+    assert full["num_envs"] == 2 and len(full["games"]) == 2
     saved = sorted(p.name for p in (straight / "checkpoints" / "replay_000001000").iterdir())
     assert saved == ["frames.u8", "meta.pt"]  # one memory for both games
 
@@ -111,7 +112,7 @@ def test_two_games_learn_at_the_nature_ratio_and_resume_exactly(tmp_path: Path) 
     second = train(f"resume={split}", "total_steps=1000", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     resumed = torch.load(split / "checkpoints" / "latest.pt", weights_only=True)
-    assert resumed["state"] == full["state"]
+    assert resumed["counters"] == full["counters"]
     for name, tensor in full["learner"]["online"].items():
         assert torch.equal(tensor, resumed["learner"]["online"][name]), name
 

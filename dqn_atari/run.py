@@ -1,0 +1,543 @@
+"""One dqn-train run and one dqn-eval scoring, from a validated config.
+
+This is the composition root: named builders make every component from the typed config
+(games, replay memory, network and learner, metrics), `restore` brings them back from a
+checkpoint, `train_run` runs the loop and finishes the run (final evaluation, summary.json).
+The CLI (`cli.py`) composes and validates the config, owns the run directory and the signals,
+and maps errors to exit codes; nothing here reads a DictConfig.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from dqn_atari import summary
+from dqn_atari.checkpoint import (
+    LATEST,
+    CheckpointError,
+    CheckpointManager,
+    CheckpointWriteError,
+    ScoredNetwork,
+    TrainCheckpoint,
+    load_checkpoint,
+)
+from dqn_atari.config import EvalConfig, TrainConfig
+from dqn_atari.envs import AtariOptions, AtariPhiEnv, resolve_game
+from dqn_atari.learner import Learner
+from dqn_atari.loop import DivergenceError, EvalResult, TrainState, evaluate, train
+from dqn_atari.metrics import Metrics
+from dqn_atari.networks import NatureQNetwork, q_function
+from dqn_atari.optim import make_optimizer
+from dqn_atari.perf import keep_freed_host_memory
+from dqn_atari.replay import ReplayMemory, ReplayMemoryError, check_fits
+from dqn_atari.rng import RandomStreams
+from dqn_atari.vector import Games, make_games
+
+CONFIG_FILE = "config.yaml"
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues the run, quoted for a POSIX shell."""
+    return f"dqn-train resume={shlex.quote(str(run_dir))}"
+
+
+@dataclass
+class TrainRequest:
+    """What the CLI hands a run: its validated config and where it runs."""
+
+    config: TrainConfig  # validated; num_envs, compile and cuda_graph resolved
+    device: torch.device
+    run_dir: Path
+    overrides: list[str]  # this command line's overrides
+    resume: bool  # continue the checkpoint in run_dir
+    started_s: float  # time.monotonic() when the command started
+    stop_requested: Callable[[], str | None]  # a signal's name once one asked the run to stop
+    on_stopped: Callable[[], None] = lambda: None  # after the stop's checkpoint (sweep requeue)
+
+
+# ---------------------------------------------------------------- builders
+
+
+def build_games(config: TrainConfig, step: int, states: list[dict[str, Any]] | None) -> Games:
+    """The N games; fresh ones are seeded seed + agent step (+ i for game i), so a resume
+    without its replay memory plays new games."""
+    return make_games(config.env.game, config.env, config.seed + step, config.num_envs, states)
+
+
+def build_replay(config: TrainConfig, device: torch.device) -> ReplayMemory:
+    env = config.env
+    return ReplayMemory(
+        config.buffer_size,
+        (env.screen_size, env.screen_size),
+        env.frame_stack,
+        device,
+        seed=config.seed,
+        num_games=config.num_envs,
+        max_batch_size=config.batch_size,
+    )
+
+
+def build_learner(
+    config: TrainConfig, device: torch.device, num_actions: int, replay: ReplayMemory
+) -> Learner:
+    env = config.env
+    network = NatureQNetwork(num_actions, env.frame_stack, env.screen_size).to(device)
+    return Learner(
+        network,
+        make_optimizer(config.algo, list(network.parameters())),
+        config.algo,
+        replay=replay,
+        batch_size=config.batch_size,
+        device=device,
+        precision=config.precision,
+        compile=config.compile,
+        cuda_graph=config.cuda_graph,
+    )
+
+
+def build_metrics(config: TrainConfig, run_dir: Path, games: Games, step: int) -> Metrics:
+    # Opened only once the run is sure to start: on resume it hides what a crashed run logged
+    # after its last checkpoint.
+    return Metrics(
+        run_dir,
+        config.total_steps,
+        start_step=step,
+        progress_interval_s=config.progress_interval_s,
+        label=f"[{games.display_name}] ",
+        log_file=run_dir / "dqn-train.log",
+    )
+
+
+def save_config(config: TrainConfig, run_dir: Path) -> None:
+    """The run's resolved config, which `resume=` composes new overrides on top of."""
+    node = OmegaConf.structured(config)
+    node.resume = None  # describes the run, not one invocation of it
+    node.refill_replay = False  # a permission for one resume, not for the next
+    text = (
+        "# The resolved config of this run. `dqn-train resume=DIR key=value` continues the run\n"
+        "# from this file, with the new values composed on top (and saved back here).\n"
+        "defaults:\n  - train_schema\n  - _self_\n\n" + OmegaConf.to_yaml(node)
+    )
+    path = run_dir / CONFIG_FILE
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def evaluator(
+    config: TrainConfig,
+    learner: Learner,
+    device: torch.device,
+    stop_requested: Callable[[], object],
+) -> Callable[[int], EvalResult | None]:
+    """The periodic evaluation: Nature's protocol, abandoned at once when a stop is asked."""
+    options = config.env.for_evaluation(config.eval_max_episode_frames)
+
+    def evaluate_at(step: int) -> EvalResult | None:
+        # Own game and RNG per evaluation, both seeded by the step: evaluating never shifts the
+        # training streams, so a resumed run evaluates and trains as the uninterrupted one.
+        env = AtariPhiEnv(config.env.game, options, seed=config.seed + 1 + step)
+        try:
+            return evaluate(
+                learner.q_online,
+                env,
+                config.eval_episodes,
+                config.algo.eval_epsilon,
+                np.random.default_rng([config.seed, step]),
+                device,
+                stop_requested=stop_requested,
+            )
+        finally:
+            env.close()
+
+    return evaluate_at
+
+
+# ---------------------------------------------------------------- resuming
+
+
+@dataclass
+class Restored:
+    """What a checkpoint gave the run to continue from."""
+
+    saved: TrainCheckpoint
+    replay_dir: Path | None  # the saved replay memory to load; None = refill
+
+
+def read_resumable(request: TrainRequest, checkpoints: CheckpointManager) -> Restored:
+    """latest.pt, checked against this run's game, action set and number of games, and its
+    replay memory, which must be there unless the run was told to refill it."""
+    config, path = request.config, checkpoints.latest
+    saved = TrainCheckpoint.from_dict(load_checkpoint(path), path)
+    game = resolve_game(config.env.game)
+    if saved.game != game:
+        raise CheckpointError(
+            f"checkpoint {path} was trained on {saved.game}, not {game}; use a checkpoint of "
+            "this game"
+        )
+    if saved.num_envs != config.num_envs:
+        raise CheckpointError(
+            f"checkpoint {path} was written with num_envs={saved.num_envs}; resume with that "
+            "num_envs"
+        )
+    replay_dir = None
+    if saved.replay is not None:
+        replay_dir = checkpoints.directory / saved.replay
+        if not replay_dir.is_dir() and not config.refill_replay:
+            raise CheckpointError(
+                f"checkpoint {path} names its replay memory {saved.replay}/, which is missing "
+                "from its folder: restore it for an exact resume, or continue with an empty "
+                "memory refilled by acting: add refill_replay=true"
+            )
+        if not replay_dir.is_dir():
+            replay_dir = None
+    return Restored(saved, replay_dir)
+
+
+def check_actions(saved: TrainCheckpoint, games: Games, path: Path) -> None:
+    if saved.num_actions != games.num_actions:
+        raise CheckpointError(
+            f"checkpoint {path} has {saved.num_actions} actions but {games.game} here has "
+            f"{games.num_actions} (full_action_space differs?)"
+        )
+
+
+def restore(
+    restored: Restored,
+    learner: Learner,
+    random: RandomStreams,
+    replay: ReplayMemory,
+    path: Path,
+) -> None:
+    """Each component takes back its own state."""
+    try:
+        learner.load_state_dict(restored.saved.learner)
+        random.load_state_dict(restored.saved.random)
+        if restored.replay_dir is not None:
+            replay.load(restored.replay_dir)
+    except (CheckpointError, ReplayMemoryError):
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} does not fit this run: {first}") from None
+
+
+# ---------------------------------------------------------------- the run
+
+
+def train_run(request: TrainRequest) -> int:
+    """One dqn-train run in `request.run_dir` (which the caller has locked); returns the exit
+    code: 0 when finished, 128 + signal number when a signal stopped it."""
+    keep_freed_host_memory()
+    config, device, run_dir = request.config, request.device, request.run_dir
+    checkpoints = CheckpointManager(run_dir / "checkpoints", keep=config.keep_checkpoints)
+    checkpoints.remove_orphans()
+    restored = read_resumable(request, checkpoints) if request.resume else None
+    state = TrainState(learn_from_step=config.learning_starts)
+    if restored is not None:
+        try:
+            state = TrainState.from_state_dict(restored.saved.counters)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint {checkpoints.latest} is damaged: {err}") from None
+        done = summary.is_done(
+            summary.read_summary(run_dir), config.total_steps, config.final_eval_episodes
+        )
+        if state.step >= config.total_steps and done:
+            print(
+                f"{run_dir} already reached total_steps={config.total_steps:,}; nothing to do "
+                "(pass a larger total_steps with resume= to train longer)",
+                file=sys.stderr,
+            )
+            return 0
+    # Before anything is allocated on the device: a memory that cannot fit is one line.
+    check_fits(
+        config.buffer_size,
+        (config.env.screen_size, config.env.screen_size),
+        device,
+        config.env.frame_stack,
+    )
+    random = RandomStreams(config.seed)
+    # With its replay memory, the run continues the very games the memory was filled from.
+    exact = restored is not None and restored.replay_dir is not None
+    games = build_games(config, state.step, restored.saved.games if exact else None)  # type: ignore[union-attr]
+    try:
+        return _train_with(request, checkpoints, restored, state, random, games)
+    finally:
+        games.close()
+
+
+def _train_with(
+    request: TrainRequest,
+    checkpoints: CheckpointManager,
+    restored: Restored | None,
+    state: TrainState,
+    random: RandomStreams,
+    games: Games,
+) -> int:
+    config, device, run_dir = request.config, request.device, request.run_dir
+    replay = build_replay(config, device)
+    learner = build_learner(config, device, games.num_actions, replay)
+    note, start_obs = "", None
+    if restored is not None:
+        check_actions(restored.saved, games, checkpoints.latest)
+        restore(restored, learner, random, replay, checkpoints.latest)
+        if restored.replay_dir is not None:
+            start_obs = games.observations()
+            note = (
+                f"resumed {run_dir} at agent step {state.step:,} with its replay memory "
+                f"({len(replay):,} transitions)"
+            )
+        else:
+            state.learn_from_step = max(state.learn_from_step, state.step + config.learning_starts)
+            why = (
+                f"its replay memory {restored.saved.replay}/ is missing (refill_replay=true)"
+                if restored.saved.replay is not None
+                else "no replay memory was saved (save_replay=false)"
+            )
+            note = (
+                f"resumed {run_dir} at agent step {state.step:,}; {why}, so the memory starts "
+                f"empty and learning resumes after {config.learning_starts:,} agent steps of "
+                "refilling"
+            )
+    metrics = build_metrics(config, run_dir, games, state.step)
+    if note:
+        metrics.message(note)
+    save_config(config, run_dir)
+    started_with = restored.saved.overrides if restored is not None else request.overrides
+    record = summary.RunRecord(
+        run_dir,
+        summary.RunFacts(
+            game=games.display_name,
+            rom=games.game,
+            seed=config.seed,
+            protocol=summary.protocol_name(config.env.sticky_action_prob, config.env.noop_max),
+            algo=config.algo.name,
+            device=str(device),
+            total_steps=config.total_steps,
+            frame_skip=config.env.frame_skip,
+            final_eval_episodes=config.final_eval_episodes,
+            eval_epsilon=config.algo.eval_epsilon,
+            overrides=started_with if restored is None else [*started_with, *request.overrides],
+            config=OmegaConf.to_container(OmegaConf.structured(config)),  # type: ignore[arg-type]
+        ),
+        start_step=state.step,
+        started_s=request.started_s,
+        resumed=restored is not None,
+    )
+
+    def save(current: TrainState, periodic: bool) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in learner.online.parameters()):
+            raise DivergenceError(
+                f"non-finite weights at agent step {current.step:,}", current.step
+            )
+        checkpoint = TrainCheckpoint(
+            game=games.game,
+            num_actions=games.num_actions,
+            action_meanings=games.action_meanings,
+            env_options={
+                name: getattr(config.env, name) for name in AtariOptions.__dataclass_fields__
+            },
+            num_envs=config.num_envs,
+            config=record.facts.config,
+            overrides=started_with,
+            counters=current.state_dict(),
+            learner=learner.state_dict(),
+            random=random.state_dict(),
+            games=games.state_dicts(),
+        )
+        checkpoints.save(
+            checkpoint.to_dict(),
+            current.step,
+            periodic,
+            replay=replay if config.save_replay else None,
+        )
+
+    try:
+        state = train(
+            games=games,
+            learner=learner,
+            replay=replay,
+            config=config,
+            metrics=metrics,
+            state=state,
+            rng=random.numpy,
+            device=device,
+            save_checkpoint=save,
+            evaluate_at=record.remember(
+                evaluator(config, learner, device, request.stop_requested),
+                config.algo.eval_epsilon,
+            ),
+            stop_requested=request.stop_requested,
+            start_obs=start_obs,
+        )
+    except DivergenceError as err:
+        record.write("diverged", err.step, error=str(err))
+        metrics.close()
+        raise
+    finally:
+        record.loop_done()
+    try:
+        if state.stopped_by is not None:
+            record.write("stopped", state.step, stopped_by=state.stopped_by)
+            metrics.message(
+                f"stopped by {state.stopped_by} at agent step {state.step:,}; checkpoint saved. "
+                f"Continue with: {resume_command(run_dir)}"
+            )
+            request.on_stopped()
+            return 128 + int(signal.Signals[state.stopped_by])
+        metrics.message(f"done: {state.step:,} agent steps; checkpoint {checkpoints.latest}")
+        return _finish(request, learner, state, record, metrics)
+    finally:
+        metrics.close()
+
+
+def _finish(
+    request: TrainRequest,
+    learner: Learner,
+    state: TrainState,
+    record: summary.RunRecord,
+    metrics: Metrics,
+) -> int:
+    """The final evaluation (Nature's protocol, `final_eval_episodes` games) and summary.json."""
+    config = request.config
+    final = None
+    if config.final_eval_episodes:
+        metrics.message(f"final evaluation: {config.final_eval_episodes} games")
+        final = summary.final_evaluation(
+            learner.q_online,
+            config.env.game,
+            config.env.for_evaluation(config.eval_max_episode_frames),
+            config.final_eval_episodes,
+            config.algo.eval_epsilon,
+            config.seed,
+            state.step,
+            request.device,
+            stop_requested=request.stop_requested,
+        )
+        if final is None:  # stopped: the checkpoint of the last step is already written
+            stopped_by = request.stop_requested() or "SIGTERM"
+            record.write("stopped", state.step, stopped_by=stopped_by)
+            metrics.message(
+                f"stopped by {stopped_by} during the final evaluation; continue with: "
+                f"{resume_command(request.run_dir)}"
+            )
+            request.on_stopped()
+            return 128 + int(signal.Signals[stopped_by])
+        metrics.message(
+            f"final evaluation ({config.final_eval_episodes} games, epsilon "
+            f"{config.algo.eval_epsilon}): return {final.return_mean:.1f} +- "
+            f"{final.return_std:.1f}"
+        )
+    record.write("finished", state.step, final=final)
+    return 0
+
+
+# ---------------------------------------------------------------- dqn-eval
+
+
+def checkpoint_file(given: str) -> Path:
+    """A checkpoint file, its checkpoints/ folder, or the run folder above it (as given when
+    none of them exists, for load_checkpoint to say so)."""
+    path = Path(given).expanduser()
+    for candidate in (path, path / LATEST, path / "checkpoints" / LATEST):
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def eval_run(config: EvalConfig, device: torch.device) -> dict[str, Any]:
+    """Score a checkpoint with Nature's protocol; returns the JSON summary."""
+    path = checkpoint_file(config.checkpoint)
+    scored = ScoredNetwork.from_dict(load_checkpoint(path), path)
+    try:
+        options = AtariOptions(**scored.env_options).for_evaluation(
+            config.max_episode_frames, noop_max=config.noop_max
+        )
+        env = AtariPhiEnv(
+            scored.game,
+            options,
+            seed=config.seed,
+            render_mode="rgb_array" if config.video else None,
+        )
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} holds unusable game settings: {err}") from None
+    try:
+        if scored.num_actions != env.num_actions:
+            raise CheckpointError(
+                f"checkpoint {path} has {scored.num_actions} actions but {env.game} here has "
+                f"{env.num_actions} (full_action_space differs?)"
+            )
+        network = NatureQNetwork(env.num_actions, options.frame_stack, options.screen_size)
+        try:
+            network.load_state_dict(scored.online)
+        except (RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(
+                f"checkpoint {path} does not hold a usable network: {first}"
+            ) from None
+        network.to(device)
+        video_path = path.with_name(f"{path.stem}_eval.mp4")
+        result = _play(config, device, env, network, video_path if config.video else None)
+    finally:
+        env.close()
+    out = {"game": env.game, **result.summary(), "checkpoint_step": scored.step}
+    if config.video:
+        out["video"] = str(video_path)
+    return out
+
+
+def _play(
+    config: EvalConfig,
+    device: torch.device,
+    env: AtariPhiEnv,
+    network: NatureQNetwork,
+    video_path: Path | None,
+) -> EvalResult:
+    """Nature's evaluation games, the first one recorded to `video_path`; an interrupted
+    recording is removed rather than left half-written."""
+    writer: cv2.VideoWriter | None = None
+
+    def on_frame(episode: int, rgb: np.ndarray) -> None:
+        nonlocal writer
+        if episode != 0 or video_path is None:
+            return
+        if writer is None:
+            height, width = rgb.shape[:2]
+            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+            writer = cv2.VideoWriter(str(video_path), fourcc, 15.0, (width, height))
+            if not writer.isOpened():
+                raise CheckpointWriteError(f"cannot write the video {video_path}")
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    completed = False
+    try:
+        result = evaluate(
+            q_function(network, device, config.precision),
+            env,
+            config.episodes,
+            config.epsilon,
+            rng,
+            device,
+            on_frame=on_frame if video_path is not None else None,
+        )
+        completed = True
+    finally:
+        if writer is not None:
+            writer.release()
+        if not completed and video_path is not None:
+            video_path.unlink(missing_ok=True)
+    assert result is not None  # nothing asks this evaluation to stop
+    return result
