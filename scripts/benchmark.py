@@ -699,7 +699,8 @@ def e2e_and_baseline(
             else:
                 baseline_runs.append(result)
     for (setting, name), results in measured.items():
-        e2e[setting][name] = failed.get((setting, name)) or over_rounds(results)
+        # setdefault: a num_envs whose settings all ran has no entry yet (only notes made one)
+        e2e.setdefault(setting, {})[name] = failed.get((setting, name)) or over_rounds(results)
     report: dict[str, Any] = {}
     if runs or e2e:
         report["end_to_end_dqn_train"] = e2e

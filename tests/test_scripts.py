@@ -128,3 +128,19 @@ def test_gpu_check_without_cuda_stops_after_the_environment_check(tmp_path: Path
     assert all(stage["status"] == "skipped" and stage["reason"] for stage in others.values())
     assert "not ok: info" in result.stdout
     assert not (out / "work").exists()
+
+
+@pytest.mark.slow
+def test_the_end_to_end_stage_reports_every_setting_it_ran(tmp_path: Path) -> None:
+    """A num_envs whose settings all run (no 'skipped' note) still gets its figures: a KeyError
+    here once lost an 18-minute benchmark at its very end."""
+    out = tmp_path / "e2e.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--stages", "e2e",
+         "--num-envs", "1", "--settings", "fp32", "--rounds", "1", "--learning-starts", "100",
+         "--e2e-steps", "1000", "--json-out", str(out), "--work-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())["end_to_end_dqn_train"]["num_envs_1"]["fp32"]
+    assert figures["agent_steps_per_s_learning"] > 0
