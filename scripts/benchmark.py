@@ -300,6 +300,26 @@ def learner_rates(device: torch.device, setting: str, seconds: float) -> dict[st
     }
 
 
+def own_peak_rss_bytes() -> int:
+    """This process's own peak RSS (VmHWM of its address space). Not getrusage's ru_maxrss:
+    Linux carries that across fork and exec, so a child started by a large process reports at
+    least its parent's size (every run of one benchmark once read the same 1.03 GB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux
+
+
+# dqn-train as the user runs it, writing its own VmHWM line to the file named by argv[1] at
+# exit (own_peak_rss_bytes inlined: importing this script would add its imports to the figure).
+TRAIN_WITH_PEAK_RSS = (
+    "import atexit, sys; out = sys.argv.pop(1); "
+    "atexit.register(lambda: open(out, 'w').write([line for line in "
+    "open('/proc/self/status').read().splitlines() if line.startswith('VmHWM:')][0])); "
+    "from dqn_atari.cli import train_entry; train_entry()"
+)
+
+
 def end_to_end_sps(
     game: str,
     device: torch.device,
@@ -322,7 +342,7 @@ def end_to_end_sps(
         run_dir = Path(tmp) / "run"
         start = time.perf_counter()
         command = [
-            sys.executable, "-c", "from dqn_atari.cli import train_entry; train_entry()",
+            sys.executable, "-c", TRAIN_WITH_PEAK_RSS, str(Path(tmp) / "peak_rss"),
             f"env={game}", f"device={device}", *overrides, "algo.epsilon_decay_steps=1",
             f"total_steps={total_steps}", f"learning_starts={learning_starts}",
             "buffer_size=100000", "eval_interval=0", "final_eval_episodes=0", "log_interval=500",
@@ -331,8 +351,7 @@ def end_to_end_sps(
         with (Path(tmp) / "output.txt").open("w+") as output:
             proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp)
             try:
-                # wait4 gives this run's own peak RSS (its worker processes are not counted).
-                _, status, usage = os.wait4(proc.pid, 0)
+                status = proc.wait()
             except BaseException:  # stopped (SIGTERM, Ctrl-C): the run goes before its folder
                 proc.kill()
                 proc.wait()
@@ -342,10 +361,11 @@ def end_to_end_sps(
                 tail = output.read()[-3000:]
                 last = ([line for line in tail.splitlines() if line.strip()] or [""])[-1]
                 raise RuntimeError(
-                    f"dqn-train exited {os.waitstatus_to_exitcode(status)}: {last}\n"
-                    f"{' '.join(command)}\n{tail}"
+                    f"dqn-train exited {status}: {last}\n{' '.join(command)}\n{tail}"
                 )
         wall_s = time.perf_counter() - start
+        # The training process's own (its worker processes are not counted).
+        peak_rss_bytes = int((Path(tmp) / "peak_rss").read_text().split()[1]) * 1024
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
         events.Reload()
         # perf/sps at step S covers (S - 500, S]: keep the windows that start after learning.
@@ -355,7 +375,7 @@ def end_to_end_sps(
     return {
         "agent_steps_per_s_learning": float(np.mean(learning)),
         "wall_s": wall_s,
-        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes,
     }
 
 
@@ -404,7 +424,7 @@ def sb3_dqn_sps(
     learning_s = time.perf_counter() - clock.start
     return {
         "agent_steps_per_s_learning": (steps - 1) / learning_s,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": own_peak_rss_bytes(),
     }
 
 
@@ -590,7 +610,7 @@ def ops_per_agent_step(
         "profiler_windows": tally["windows"],
         "window_agent_steps": window_agent_steps,
         "wall_s_under_profiler": wall_s,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": own_peak_rss_bytes(),
     }
     if device.type == "cuda":
         report["device_kernels_and_copies_per_agent_step"] = tally["device_events"] / agent_steps
@@ -827,9 +847,7 @@ def main() -> None:
             print(f"  {per_step:8.2f}  {name}", file=sys.stderr)
     if "host_memory" in stages:
         report["host_memory_page_faults"] = host_memory_faults()
-    report["peak_rss_bytes_this_process"] = (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
+    report["peak_rss_bytes_this_process"] = own_peak_rss_bytes()
     text = json.dumps(report, indent=1)
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

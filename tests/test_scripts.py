@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -144,3 +145,17 @@ def test_the_end_to_end_stage_reports_every_setting_it_ran(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())["end_to_end_dqn_train"]["num_envs_1"]["fp32"]
     assert figures["agent_steps_per_s_learning"] > 0
+
+
+@pytest.mark.slow
+def test_a_runs_peak_rss_is_its_own_not_the_benchmarks(tmp_path: Path) -> None:
+    """The benchmark forks dqn-train from a process that by then holds its replay and learner
+    stages; a fork's ru_maxrss starts at the parent's resident size, so every run of one
+    benchmark once read the same 1.03 GB. Here the parent holds 1.5 GB."""
+    held = np.ones(1_500_000_000, np.uint8)  # touched, so resident
+    figures = benchmark.end_to_end_sps(
+        "Breakout", torch.device("cpu"), ["num_envs=1"], 100, 1000, tmp_path
+    )
+    del held
+    # torch and the game take over 100 MB; a run this short stays far below 1.2 GB.
+    assert 100e6 < figures["peak_rss_bytes"] < 1.2e9
