@@ -444,7 +444,10 @@ class ReplayMemory:
         """The transitions that start at slots `slot` (int64, on the device)."""
         batch_size = slot.shape[0]
         both = torch.cat([slot, self.next_slots[slot]])
-        frames = self.frames[self.stacks[both]]  # (2B, stack, H, W)
+        # index_select of whole frames, not frames[stacks[both]]: on the CPU advanced indexing
+        # of uint8 copies element by element, 8x slower than index_select's row copies.
+        rows = torch.index_select(self.frames, 0, self.stacks[both].flatten())
+        frames = rows.view(2 * batch_size, self.stack, *self.frames.shape[1:])
         return Batch(
             obs_tm1=frames[:batch_size],
             action_tm1=self.actions[slot].long(),

@@ -376,7 +376,9 @@ def test_writing_and_sampling_take_the_same_ops_for_1_and_16_games() -> None:
         counts[n] = (_ops(step), _ops(lambda m=memory: m.gather(m.sample_slots(32))))
     assert counts[1] == counts[16]
     write_ops, sample_ops = counts[16]
-    assert sum(write_ops.values()) <= 24 and sum(sample_ops.values()) <= 35, counts[16]
+    # Sampling's 36 include a flatten (a view: no launch) that lets the frame gather be an
+    # index_select, 8x faster than advanced indexing of uint8 on the CPU.
+    assert sum(write_ops.values()) <= 24 and sum(sample_ops.values()) <= 36, counts[16]
 
 
 def _filled_memory() -> tuple[ReplayMemory, list[dict]]:
