@@ -41,9 +41,22 @@ def _load_into(name: str, current: list[Tensor], saved: Any) -> None:
         mine.copy_(theirs)
 
 
+# Square roots are taken of values raised to at least this, the smallest normal float32.
+# torch's CPU square root of 0 or of a subnormal number is about 7x slower than of a normal number,
+# and most of the Nature CNN's second-moment estimates are exactly 0 (on Pong, 2/3 of the first
+# dense layer's: features that are 0 after ReLU on the static background). On a real run's state
+# on the 2-core CPU: 7.6 ms per update for the plain roots, 1.1 ms with the clamp. It changes
+# nothing the update sees: the root of 1.2e-38 is 1.1e-19 (3.4e-18 after Adam's bias correction),
+# which vanishes when eps is added to it for any eps above 1e-10 (the config refuses eps <= 0; the
+# defaults are 0.01 and 1.5e-4). The one difference from torch.optim is where it would break: a
+# centered variance that rounds below 0 gives the step lr * g / eps instead of NaN weights.
+_ROOT_FLOOR = torch.finfo(torch.float32).tiny
+
+
 class CenteredRMSProp:
     """DeepMind's RMSProp (Graves, 2013) as in the Nature DQN: gradient and squared-gradient
-    running means with decay `alpha`, step lr * g / sqrt(E[g^2] - E[g]^2 + eps)."""
+    running means with decay `alpha`, step lr * g / (sqrt(E[g^2] - E[g]^2) + eps), eps outside
+    the root as in torch.optim's RMSprop(centered=True)."""
 
     name = "rmsprop"
 
@@ -58,6 +71,7 @@ class CenteredRMSProp:
         torch._foreach_addcmul_(self.square_avg, grads, grads, value=1 - alpha)
         torch._foreach_lerp_(self.grad_avg, grads, 1 - alpha)
         avg = torch._foreach_addcmul(self.square_avg, self.grad_avg, self.grad_avg, value=-1)
+        torch._foreach_clamp_min_(avg, _ROOT_FLOOR)
         torch._foreach_sqrt_(avg)
         torch._foreach_add_(avg, self.eps)
         torch._foreach_addcdiv_(params, grads, avg, value=-self.lr)
@@ -95,7 +109,8 @@ class Adam:
         # param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
         bias1 = 1 - torch.pow(beta1, self.step)
         bias2_sqrt = torch.sqrt(1 - torch.pow(beta2, self.step))
-        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        denom = torch._foreach_clamp_min(self.exp_avg_sq, _ROOT_FLOOR)
+        torch._foreach_sqrt_(denom)
         torch._foreach_div_(denom, bias2_sqrt)
         torch._foreach_add_(denom, self.eps)
         torch._foreach_mul_(denom, -bias1 / self.lr)

@@ -50,6 +50,57 @@ def test_adam_with_a_step_tensor_matches_torch_adam() -> None:
         assert torch.allclose(a, b.detach(), rtol=1e-6, atol=1e-7)
 
 
+def _dead_and_fading_gradients(step: int, generator: torch.Generator) -> torch.Tensor:
+    """64 gradients: 0 at every step for the first 32 (a dead ReLU unit), 1e-20 at step 0 and 0
+    after for the next 16 (second moments in the subnormal range from the first step), and
+    normal draws for the last 16."""
+    grad = torch.zeros(64)
+    if step == 0:
+        grad[32:48] = 1e-20
+    grad[48:] = torch.randn(16, generator=generator)
+    return grad
+
+
+def test_zero_and_subnormal_second_moments_leave_the_step_bit_for_bit() -> None:
+    # The optimizers raise what they take the square root of to the smallest normal float
+    # (torch's CPU root of 0 or of a subnormal number is slow); eps must swallow the difference.
+    ours = [torch.randn(64, generator=torch.Generator().manual_seed(0))]
+    ours[0][32:48] = 0.0  # so that steps of about 1e-20 show in these weights' bits
+    theirs = [ours[0].clone().requires_grad_()]
+    mine = CenteredRMSProp(ours, lr=2.5e-4, alpha=0.95, eps=0.01)
+    reference = torch.optim.RMSprop(
+        theirs, lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, foreach=True
+    )
+    g = torch.Generator().manual_seed(1)
+    for step in range(30):
+        grad = _dead_and_fading_gradients(step, g)
+        mine.step_(ours, [grad])
+        theirs[0].grad = grad.clone()
+        reference.step()
+        assert torch.equal(ours[0], theirs[0].detach()), step
+    variance = mine.square_avg[0] - mine.grad_avg[0] ** 2
+    tiny = torch.finfo(torch.float32).tiny
+    assert (variance[:32] == 0).all()
+    assert ((variance[32:48] > 0) & (variance[32:48] < tiny)).all()
+
+
+def test_adam_leaves_weights_with_zero_gradients_exactly_unchanged() -> None:
+    start = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    ours = [start.clone()]
+    theirs = [start.clone().requires_grad_()]
+    mine = Adam(ours, lr=1e-3, eps=1.5e-4)
+    reference = torch.optim.Adam(theirs, lr=1e-3, eps=1.5e-4)
+    g = torch.Generator().manual_seed(1)
+    for step in range(30):
+        grad = _dead_and_fading_gradients(step, g)
+        mine.step_(ours, [grad])
+        theirs[0].grad = grad.clone()
+        reference.step()
+    assert torch.equal(ours[0][:32], start[:32])
+    # A gradient of 1e-20 once moves a weight by about lr (m / sqrt(v) is 1 at the first step).
+    assert torch.allclose(ours[0], theirs[0].detach(), rtol=1e-6, atol=1e-7)
+
+
 def _tensor_ids(state: dict) -> list[int]:
     ids = []
     for value in state.values():
