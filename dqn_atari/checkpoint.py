@@ -108,6 +108,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def require_resumable(state: dict[str, Any], path: Path) -> None:
+    """Refuse, in one line, a checkpoint whose layout this version cannot continue from."""
+    if state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state.get('format')} (an earlier dqn-atari); this "
+            f"version resumes format {FORMAT} only: score it with dqn-eval, or start a new run"
+        )
+
+
 @dataclass
 class TrainCheckpoint:
     """What a dqn-train checkpoint holds (layout FORMAT)."""
@@ -131,11 +140,7 @@ class TrainCheckpoint:
     @classmethod
     def from_dict(cls, state: dict[str, Any], path: Path) -> TrainCheckpoint:
         """The layout read back, checked; anything missing or of the wrong kind is one line."""
-        if state.get("format") != FORMAT:
-            raise CheckpointError(
-                f"{path} has checkpoint format {state.get('format')} (an earlier dqn-atari); this "
-                f"version resumes format {FORMAT} only: score it with dqn-eval, or start a new run"
-            )
+        require_resumable(state, path)
         kinds: dict[str, type | tuple[type, ...]] = {
             "game": str,
             "num_actions": int,

@@ -39,11 +39,11 @@ from omegaconf.errors import (
 
 from dqn_atari import sweep
 from dqn_atari.checkpoint import (
-    FORMAT,
     LATEST,
     CheckpointError,
     CheckpointWriteError,
     load_checkpoint,
+    require_resumable,
 )
 from dqn_atari.config import (
     ConfigError,
@@ -226,12 +226,8 @@ def _resume_dir(args: list[str]) -> Path | None:
         raise UsageError(f"resume={values[-1]}: no checkpoint at {latest}")
     if any(_key_of(a) == "hydra.run.dir" for a in args):
         raise UsageError("resume=DIR continues in DIR; do not also set hydra.run.dir")
-    saved_format = load_checkpoint(latest).get("format")
-    if saved_format != FORMAT:
-        raise CheckpointError(
-            f"{latest} has checkpoint format {saved_format} (an earlier dqn-atari); this "
-            f"version resumes format {FORMAT} only: score it with dqn-eval, or start a new run"
-        )
+    # Before the saved config is composed: an earlier version's run fails here in one line.
+    require_resumable(load_checkpoint(latest), latest)
     if not (run_dir / CONFIG_FILE).is_file():
         raise UsageError(f"resume={values[-1]}: the run's {CONFIG_FILE} is missing")
     return run_dir

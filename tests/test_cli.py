@@ -127,6 +127,32 @@ def test_new_run_refuses_a_directory_that_holds_one(trained_run: Path, tmp_path:
     assert "already holds a run" in result.stderr and "resume=" in result.stderr
 
 
+def test_an_earlier_format_is_refused_for_resume_and_still_scored(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    # dqn-atari 0.1 wrote format 1: its counters under "state", no per-game or N-game layout.
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    latest = run_dir / "checkpoints" / "latest.pt"
+    state = torch.load(latest, weights_only=True)
+    state["format"] = "dqn-atari/1"
+    state["state"] = state.pop("counters")
+    torch.save(state, latest)
+    before = latest.read_bytes()
+
+    refused = run([TRAIN, f"resume={run_dir}", "total_steps=4000"], cwd=tmp_path)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert "format dqn-atari/1" in line and "score it with dqn-eval" in line
+    assert latest.read_bytes() == before  # nothing of the old run was touched
+
+    scored = run(
+        [EVAL, f"checkpoint={latest}", "episodes=1", "max_episode_frames=400"], cwd=tmp_path
+    )
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert json.loads(scored.stdout.strip().splitlines()[-1])["checkpoint_step"] == 2000
+
+
 def test_eval_prints_json_last_and_writes_a_video(trained_run: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "model.pt"
     shutil.copy(trained_run / "checkpoints" / "latest.pt", ckpt)
