@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -16,10 +18,21 @@ def _params() -> list[torch.Tensor]:
     return [torch.randn(5, 3, generator=g), torch.randn(7, generator=g)]
 
 
-def _run(mine, reference: torch.optim.Optimizer, ours: list, theirs: list, steps: int) -> None:
+def _normal_gradients(step: int, ours: list, generator: torch.Generator) -> list:
+    return [torch.randn(p.shape, generator=generator) for p in ours]
+
+
+def _run(
+    mine,
+    reference: torch.optim.Optimizer,
+    ours: list,
+    theirs: list,
+    steps: int,
+    gradients: Callable[[int, list, torch.Generator], list] = _normal_gradients,
+) -> None:
     g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        grads = [torch.randn(p.shape, generator=g) for p in ours]
+    for step in range(steps):
+        grads = gradients(step, ours, g)
         mine.step_(ours, grads)
         for p, grad in zip(theirs, grads, strict=True):
             p.grad = grad.clone()
@@ -50,15 +63,15 @@ def test_adam_with_a_step_tensor_matches_torch_adam() -> None:
         assert torch.allclose(a, b.detach(), rtol=1e-6, atol=1e-7)
 
 
-def _dead_and_fading_gradients(step: int, generator: torch.Generator) -> torch.Tensor:
-    """64 gradients: 0 at every step for the first 32 (a dead ReLU unit), 1e-20 at step 0 and 0
-    after for the next 16 (second moments in the subnormal range from the first step), and
-    normal draws for the last 16."""
+def _dead_and_fading_gradients(step: int, ours: list, generator: torch.Generator) -> list:
+    """For one tensor of 64 weights: 0 at every step for the first 32 (a dead ReLU unit), 1e-20
+    at step 0 and 0 after for the next 16 (second moments in the subnormal range from the first
+    step), and normal draws for the last 16."""
     grad = torch.zeros(64)
     if step == 0:
         grad[32:48] = 1e-20
     grad[48:] = torch.randn(16, generator=generator)
-    return grad
+    return [grad]
 
 
 def test_zero_and_subnormal_second_moments_leave_the_step_bit_for_bit() -> None:
@@ -71,13 +84,8 @@ def test_zero_and_subnormal_second_moments_leave_the_step_bit_for_bit() -> None:
     reference = torch.optim.RMSprop(
         theirs, lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, foreach=True
     )
-    g = torch.Generator().manual_seed(1)
-    for step in range(30):
-        grad = _dead_and_fading_gradients(step, g)
-        mine.step_(ours, [grad])
-        theirs[0].grad = grad.clone()
-        reference.step()
-        assert torch.equal(ours[0], theirs[0].detach()), step
+    _run(mine, reference, ours, theirs, steps=30, gradients=_dead_and_fading_gradients)
+    assert torch.equal(ours[0], theirs[0].detach())
     variance = mine.square_avg[0] - mine.grad_avg[0] ** 2
     tiny = torch.finfo(torch.float32).tiny
     assert (variance[:32] == 0).all()
@@ -90,12 +98,7 @@ def test_adam_leaves_weights_with_zero_gradients_exactly_unchanged() -> None:
     theirs = [start.clone().requires_grad_()]
     mine = Adam(ours, lr=1e-3, eps=1.5e-4)
     reference = torch.optim.Adam(theirs, lr=1e-3, eps=1.5e-4)
-    g = torch.Generator().manual_seed(1)
-    for step in range(30):
-        grad = _dead_and_fading_gradients(step, g)
-        mine.step_(ours, [grad])
-        theirs[0].grad = grad.clone()
-        reference.step()
+    _run(mine, reference, ours, theirs, steps=30, gradients=_dead_and_fading_gradients)
     assert torch.equal(ours[0][:32], start[:32])
     # A gradient of 1e-20 once moves a weight by about lr (m / sqrt(v) is 1 at the first step).
     assert torch.allclose(ours[0], theirs[0].detach(), rtol=1e-6, atol=1e-7)
