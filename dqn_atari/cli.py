@@ -261,7 +261,6 @@ def _train_request(args: list[str], started_s: float) -> tuple[TrainRequest, Run
         overrides=overrides,
         resume=resume_dir is not None,
         started_s=started_s,
-        stop_requested=lambda: None,
     )
     return request, lock
 
@@ -347,7 +346,6 @@ def _train_job(cfg: DictConfig) -> None:
         overrides=overrides,
         resume=resume,
         started_s=started_s,
-        stop_requested=lambda: None,
     )
     code = _run_train(request, lock)
     if code:

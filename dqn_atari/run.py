@@ -62,8 +62,11 @@ class TrainRequest:
     overrides: list[str]  # this command line's overrides
     resume: bool  # continue the checkpoint in run_dir
     started_s: float  # time.monotonic() when the command started
-    stop_requested: Callable[[], str | None]  # a signal's name once one asked the run to stop
-    on_stopped: Callable[[], None] = lambda: None  # after the stop's checkpoint (sweep requeue)
+    # Both set by the CLI's signal handling (cli._run_train), the same for a single run and a
+    # sweep's job: a signal's name once one asked the run to stop; what to do after the stop's
+    # checkpoint (a sweep's requeue).
+    stop_requested: Callable[[], str | None] = lambda: None
+    on_stopped: Callable[[], None] = lambda: None
 
 
 # ---------------------------------------------------------------- builders
