@@ -44,8 +44,8 @@ def _load_into(name: str, current: list[Tensor], saved: Any) -> None:
 # Square roots are taken of values raised to at least this, the smallest normal float32.
 # torch's CPU square root of 0 or of a subnormal number is about 7x slower than of a normal number,
 # and most of the Nature CNN's second-moment estimates are exactly 0 (on Pong, 2/3 of the first
-# dense layer's: features that are 0 after ReLU on the static background). On a real run's state
-# on the 2-core CPU: 7.6 ms per update for the plain roots, 1.1 ms with the clamp. It changes
+# dense layer's: features that are 0 after ReLU on the static background). On a real run's state,
+# one CPU thread: 7.6 ms per update for the plain roots, 1.1 ms with the clamp. It changes
 # nothing the update sees: the root of 1.2e-38 is 1.1e-19 (3.4e-18 after Adam's bias correction),
 # which vanishes when eps is added to it for any eps above 1e-10 (the config refuses eps <= 0; the
 # defaults are 0.01 and 1.5e-4). The one difference from torch.optim is where it would break: a
