@@ -320,6 +320,28 @@ TRAIN_WITH_PEAK_RSS = (
 )
 
 
+def e2e_overrides(
+    game: str, device: torch.device, learning_starts: int, total_steps: int, run_dir: Path
+) -> list[str]:
+    """The end-to-end run's dqn-train overrides that every dqn-atari version takes (also
+    scripts/ab_defaults.py's, for an earlier checkout): epsilon at its final 0.1 from the start,
+    no evaluation, one checkpoint at the end."""
+    return [
+        f"env={game}", f"device={device}", "algo.epsilon_decay_steps=1",
+        f"total_steps={total_steps}", f"learning_starts={learning_starts}", "buffer_size=100000",
+        "eval_interval=0", "log_interval=500", f"checkpoint_interval={total_steps}",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+
+
+def sps_after(run_dir: Path, learning_starts: int) -> list[float]:
+    """perf/sps of the logging windows that start after learning_starts (each covers 500 agent
+    steps)."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [e.value for e in events.Scalars("perf/sps") if e.step > learning_starts + 500]
+
+
 def end_to_end_sps(
     game: str,
     device: torch.device,
@@ -343,10 +365,8 @@ def end_to_end_sps(
         start = time.perf_counter()
         command = [
             sys.executable, "-c", TRAIN_WITH_PEAK_RSS, str(Path(tmp) / "peak_rss"),
-            f"env={game}", f"device={device}", *overrides, "algo.epsilon_decay_steps=1",
-            f"total_steps={total_steps}", f"learning_starts={learning_starts}",
-            "buffer_size=100000", "eval_interval=0", "final_eval_episodes=0", "log_interval=500",
-            f"checkpoint_interval={total_steps}", f"hydra.run.dir={run_dir}",
+            *e2e_overrides(game, device, learning_starts, total_steps, run_dir),
+            *overrides, "final_eval_episodes=0",
         ]  # fmt: skip
         with (Path(tmp) / "output.txt").open("w+") as output:
             proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp)
@@ -366,10 +386,7 @@ def end_to_end_sps(
         wall_s = time.perf_counter() - start
         # The training process's own (its worker processes are not counted).
         peak_rss_bytes = int((Path(tmp) / "peak_rss").read_text().split()[1]) * 1024
-        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-        events.Reload()
-        # perf/sps at step S covers (S - 500, S]: keep the windows that start after learning.
-        learning = [e.value for e in events.Scalars("perf/sps") if e.step > learning_starts + 500]
+        learning = sps_after(run_dir, learning_starts)
     if not learning:
         raise RuntimeError(f"no perf/sps window after learning_starts: raise --e2e-steps ({steps})")
     return {
