@@ -51,6 +51,16 @@ def checkout_sps(code: Path, learning_starts: int, steps: int) -> float:
         return float(np.mean(benchmark.sps_after(run_dir, learning_starts)))
 
 
+def commit_of(code: Path) -> str:
+    """The checkout's commit (with "+changes" when its tracked files differ from it)."""
+    git = ["git", "-C", str(code)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "an unknown commit (not a git checkout)"
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"]).returncode != 0
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("old", type=Path, help="checkout of the earlier version")
@@ -75,7 +85,7 @@ def main() -> None:
         print(f"sb3: {rounds['sb3'][-1]:.1f} agent steps/s", flush=True)
     median = {name: float(np.median(values)) for name, values in rounds.items()}
     report = {
-        "checkouts": {name: str(code) for name, code in trees.items()},
+        "checkouts": {name: f"{code} at {commit_of(code)}" for name, code in trees.items()},
         "agent_steps_per_s_rounds": rounds,
         "agent_steps_per_s_median": median,
         "new_over_old": median["new"] / median["old"],
