@@ -324,8 +324,8 @@ def e2e_overrides(
     game: str, device: torch.device, learning_starts: int, total_steps: int, run_dir: Path
 ) -> list[str]:
     """The end-to-end run's dqn-train overrides that every dqn-atari version takes (also
-    scripts/ab_defaults.py's, for an earlier checkout): epsilon at its final 0.1 from the start,
-    no evaluation, one checkpoint at the end."""
+    scripts/ab_defaults.py's, for an earlier checkout): epsilon at its final 0.1 once learning
+    starts, no evaluation, one checkpoint at the end."""
     return [
         f"env={game}", f"device={device}", "algo.epsilon_decay_steps=1",
         f"total_steps={total_steps}", f"learning_starts={learning_starts}", "buffer_size=100000",
