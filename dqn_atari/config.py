@@ -54,8 +54,11 @@ class AlgoConfig:
     double: bool = False  # Double DQN bootstrap: the online network picks, the target values
     optimizer: str = "rmsprop"  # rmsprop (DeepMind's centered RMSProp) | adam
     lr: float = 2.5e-4  # learning rate
-    rmsprop_alpha: float = 0.95  # squared-gradient momentum
-    rmsprop_eps: float = 0.01  # min squared gradient
+    rmsprop_alpha: float = 0.95  # decay of the gradient and squared-gradient averages
+    # Added to the centered variance *inside* the square root, for the gradients of the
+    # batch-mean loss. Nature's "min squared gradient" 0.01 applies to gradients summed over the
+    # 32 transitions, which are 32x the mean's: 0.01 / 32**2 here, as in DQN Zoo (Dopamine: 1e-5).
+    rmsprop_eps: float = 0.01 / 32**2
     adam_eps: float = 1.5e-4  # Adam epsilon (with optimizer=adam)
     huber_delta: float = 1.0  # TD error clipped to [-1, 1] = Huber loss with delta 1
     max_grad_norm: float | None = None  # clip the global gradient norm to this; None = off

@@ -1,7 +1,8 @@
-"""Optimizers as in-place updates of fixed tensor lists: Nature's centered RMSProp, and Adam.
+"""Optimizers as in-place updates of fixed tensor lists: DeepMind's centered RMSProp, and Adam.
 
-The arithmetic is torch.optim's (RMSprop(centered=True) and Adam; the tests compare them). What
-differs is the shape: the state is a fixed set of tensors created once, updated in place by a
+RMSProp is DeepMind's (the Nature DQN's), with eps inside the square root; the tests check it
+against the formula computed by hand. Adam is torch.optim's arithmetic (the tests compare them).
+What differs from torch.optim is the shape: the state is a fixed set of tensors created once, updated in place by a
 handful of foreach ops, with no Python-number state that changes between steps (Adam's step
 count is a tensor). That is what compiling the whole update as one graph, and replaying it as
 one CUDA graph, need: between two updates only the contents of the same tensors change.
@@ -45,18 +46,25 @@ def _load_into(name: str, current: list[Tensor], saved: Any) -> None:
 # torch's CPU square root of 0 or of a subnormal number is about 7x slower than of a normal number,
 # and most of the Nature CNN's second-moment estimates are exactly 0 (on Pong, 2/3 of the first
 # dense layer's: features that are 0 after ReLU on the static background). On a real run's state,
-# one CPU thread: 7.6 ms per update for the plain roots, 1.1 ms with the clamp. It changes
-# nothing the update sees: the root of 1.2e-38 is 1.1e-19 (3.4e-18 after Adam's bias correction),
-# which vanishes when eps is added to it for any eps above 1e-10 (the config refuses eps <= 0; the
-# defaults are 0.01 and 1.5e-4). The one difference from torch.optim is where it would break: a
-# centered variance that rounds below 0 gives the step lr * g / eps instead of NaN weights.
+# one CPU thread: 7.6 ms per update for Adam's plain roots, 1.1 ms with the clamp. It changes
+# nothing the update sees: Adam's root of 1.2e-38 is 3.4e-18 after bias correction, which vanishes
+# when eps is added to it for any eps above 1e-10 (the config refuses eps <= 0). RMSProp adds its
+# eps inside the root, so what it takes the root of is already at least eps; there the floor only
+# keeps a variance that rounds below -eps from making the weights NaN.
 _ROOT_FLOOR = torch.finfo(torch.float32).tiny
 
 
 class CenteredRMSProp:
-    """DeepMind's RMSProp (Graves, 2013) as in the Nature DQN: gradient and squared-gradient
-    running means with decay `alpha`, step lr * g / (sqrt(E[g^2] - E[g]^2) + eps), eps outside
-    the root as in torch.optim's RMSprop(centered=True)."""
+    """DeepMind's centered RMSProp (Graves, 2013, eq. 38-41), the Nature DQN's optimizer:
+
+        n = alpha * n + (1 - alpha) * g^2          g_avg = alpha * g_avg + (1 - alpha) * g
+        p -= lr * g / sqrt(n - g_avg^2 + eps)
+
+    with eps *inside* the root, as in DeepMind's Lua code, DQN Zoo (optax's centered rmsprop)
+    and Dopamine (TensorFlow's RMSProp). torch.optim's RMSprop(centered=True) adds eps outside
+    the root instead: a different optimizer, whose steps are up to about 3x smaller where the
+    centered variance is small. `eps` is for gradients of a batch-mean loss (see
+    `AlgoConfig.rmsprop_eps`)."""
 
     name = "rmsprop"
 
@@ -70,11 +78,11 @@ class CenteredRMSProp:
         torch._foreach_mul_(self.square_avg, alpha)
         torch._foreach_addcmul_(self.square_avg, grads, grads, value=1 - alpha)
         torch._foreach_lerp_(self.grad_avg, grads, 1 - alpha)
-        avg = torch._foreach_addcmul(self.square_avg, self.grad_avg, self.grad_avg, value=-1)
-        torch._foreach_clamp_min_(avg, _ROOT_FLOOR)
-        torch._foreach_sqrt_(avg)
-        torch._foreach_add_(avg, self.eps)
-        torch._foreach_addcdiv_(params, grads, avg, value=-self.lr)
+        denom = torch._foreach_addcmul(self.square_avg, self.grad_avg, self.grad_avg, value=-1)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_clamp_min_(denom, _ROOT_FLOOR)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_addcdiv_(params, grads, denom, value=-self.lr)
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "square_avg": self.square_avg, "grad_avg": self.grad_avg}
@@ -143,8 +151,8 @@ def _check_name(state: dict[str, Any], name: str) -> None:
 
 
 def make_optimizer(algo: AlgoConfig, params: list[Tensor]) -> Optimizer:
-    """`algo.optimizer` over `params`: Nature's centered RMSProp (lr 2.5e-4, momentum 0.95, min
-    squared gradient 0.01), or Adam."""
+    """`algo.optimizer` over `params`: DeepMind's centered RMSProp (Nature: lr 2.5e-4, decay
+    0.95, min squared gradient 0.01 on summed gradients = 0.01 / 32^2 on batch means), or Adam."""
     if algo.optimizer == "rmsprop":
         return CenteredRMSProp(params, lr=algo.lr, alpha=algo.rmsprop_alpha, eps=algo.rmsprop_eps)
     if algo.optimizer == "adam":
