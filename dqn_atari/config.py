@@ -289,8 +289,8 @@ def check_algo(algo: AlgoConfig) -> None:
             f"algo.optimizer must be one of {', '.join(OPTIMIZERS)}, got '{algo.optimizer}'"
         )
     _finite_positive({"algo.lr": algo.lr})
-    # Both epsilons are added to a square root that is 0 for a weight whose gradient is 0 (a
-    # dead ReLU unit): with 0 the update divides 0 by 0 and the weights become NaN.
+    # For a weight whose gradient is 0 (a dead ReLU unit) the second moment is 0: RMSProp adds
+    # its eps inside the square root and Adam outside; with 0 either divides 0 by 0 (NaN).
     _finite_positive(
         {"algo.rmsprop_eps": algo.rmsprop_eps, "algo.adam_eps": algo.adam_eps},
         why=" (it keeps the update's denominator away from 0)",

@@ -88,7 +88,7 @@ def test_default_config_is_the_nature_recipe() -> None:
     assert algo.optimizer == "rmsprop"
     assert algo.lr == 2.5e-4
     assert algo.rmsprop_alpha == 0.95
-    assert algo.rmsprop_eps == 0.01
+    assert algo.rmsprop_eps == 0.01 / 32**2  # Nature's 0.01 on summed gradients, per mean
     assert algo.huber_delta == 1.0
     assert algo.max_grad_norm is None
     assert (algo.epsilon_start, algo.epsilon_end) == (1.0, 0.1)

@@ -1,7 +1,9 @@
-"""The optimizers do torch.optim's arithmetic, on state that stays in the same tensors."""
+"""The optimizers: DeepMind's centered RMSProp against its formula computed by hand, Adam
+against torch.optim's, both on state that stays in the same tensors."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -39,16 +41,56 @@ def _run(
         reference.step()
 
 
-def test_centered_rmsprop_is_torch_rmsprop_bit_for_bit() -> None:
-    ours = _params()
-    theirs = [p.clone().requires_grad_() for p in ours]
-    mine = CenteredRMSProp(ours, lr=2.5e-4, alpha=0.95, eps=0.01)
-    reference = torch.optim.RMSprop(
-        theirs, lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, foreach=True
+def _deepmind_rmsprop(
+    weights: list[float], gradients: list[list[float]], lr: float, decay: float, eps: float
+) -> list[float]:
+    """Centered RMSProp as DeepMind's DQN code writes it (Graves, 2013, eq. 38-41), weight by
+    weight in float64: n = decay n + (1 - decay) g^2, m = decay m + (1 - decay) g,
+    w -= lr g / sqrt(n - m^2 + eps), with eps inside the root."""
+    weights = list(weights)
+    n = [0.0] * len(weights)
+    m = [0.0] * len(weights)
+    for grads in gradients:
+        for i, g in enumerate(grads):
+            n[i] = decay * n[i] + (1 - decay) * g * g
+            m[i] = decay * m[i] + (1 - decay) * g
+            weights[i] -= lr * g / math.sqrt(n[i] - m[i] * m[i] + eps)
+    return weights
+
+
+def test_default_rmsprop_is_deepminds_first_step_by_hand() -> None:
+    # One weight, gradient 1, the default AlgoConfig (Nature: lr 2.5e-4, decay 0.95, min squared
+    # gradient 0.01 on gradients summed over 32 transitions = 0.01 / 32**2 on their mean):
+    # n = 0.05, m = 0.05, n - m^2 = 0.0475, step = 2.5e-4 / sqrt(0.0475 + 9.765625e-6).
+    weight = [torch.zeros(1)]
+    make_optimizer(AlgoConfig(), weight).step_(weight, [torch.ones(1)])
+    assert weight[0].item() == pytest.approx(-1.146961e-3, rel=1e-6)
+    # torch.optim's form, eps 0.01 outside the root, would step 2.5e-4 / (0.217945 + 0.01).
+    assert 2.5e-4 / (math.sqrt(0.0475) + 0.01) == pytest.approx(1.096756e-3, rel=1e-6)
+
+
+def test_default_rmsprop_follows_deepminds_formula_across_gradient_scales() -> None:
+    # Five batch-mean gradient sets from scale 1 down to 1e-4, then back up: eps (9.8e-6) is
+    # negligible against the centered variance for the large ones and dominates for the small
+    # ones, where torch.optim's form (eps 0.01 outside the root) steps up to ~3x less.
+    algo = AlgoConfig()
+    generator = torch.Generator().manual_seed(3)
+    scales = [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-3, 1.0, 1e-2]
+    gradients = [torch.randn(6, generator=generator) * s for s in scales]
+    # Weights start at 0 (the step does not depend on them), so float32 keeps every step's bits.
+    ours = [torch.zeros(6)]
+    optimizer = make_optimizer(algo, ours)
+    for grads in gradients:
+        optimizer.step_(ours, [grads])
+    expected = _deepmind_rmsprop(
+        [0.0] * 6,
+        [g.double().tolist() for g in gradients],
+        lr=algo.lr,
+        decay=algo.rmsprop_alpha,
+        eps=algo.rmsprop_eps,
     )
-    _run(mine, reference, ours, theirs, steps=25)
-    for a, b in zip(ours, theirs, strict=True):
-        assert torch.equal(a, b.detach())
+    assert torch.allclose(ours[0].double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5)
+    assert algo.rmsprop_eps == 0.01 / 32**2
 
 
 def test_adam_with_a_step_tensor_matches_torch_adam() -> None:
@@ -74,22 +116,27 @@ def _dead_and_fading_gradients(step: int, ours: list, generator: torch.Generator
     return [grad]
 
 
-def test_zero_and_subnormal_second_moments_leave_the_step_bit_for_bit() -> None:
-    # The optimizers raise what they take the square root of to the smallest normal float
-    # (torch's CPU root of 0 or of a subnormal number is slow); eps must swallow the difference.
-    ours = [torch.randn(64, generator=torch.Generator().manual_seed(0))]
-    ours[0][32:48] = 0.0  # so that steps of about 1e-20 show in these weights' bits
-    theirs = [ours[0].clone().requires_grad_()]
-    mine = CenteredRMSProp(ours, lr=2.5e-4, alpha=0.95, eps=0.01)
-    reference = torch.optim.RMSprop(
-        theirs, lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, foreach=True
+def test_rmsprop_with_dead_and_fading_gradients_follows_the_formula() -> None:
+    # Zero and subnormal second moments (dead ReLU units): eps inside the root keeps the step
+    # finite and exactly DeepMind's; weights whose gradient is always 0 never move.
+    start = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    ours = [start.clone()]
+    mine = CenteredRMSProp(ours, lr=2.5e-4, alpha=0.95, eps=0.01 / 32**2)
+    generator = torch.Generator().manual_seed(1)
+    gradients = [_dead_and_fading_gradients(step, ours, generator)[0] for step in range(30)]
+    for grad in gradients:
+        mine.step_(ours, [grad])
+    expected = _deepmind_rmsprop(
+        start.double().tolist(),
+        [g.double().tolist() for g in gradients],
+        lr=2.5e-4,
+        decay=0.95,
+        eps=0.01 / 32**2,
     )
-    _run(mine, reference, ours, theirs, steps=30, gradients=_dead_and_fading_gradients)
-    assert torch.equal(ours[0], theirs[0].detach())
-    variance = mine.square_avg[0] - mine.grad_avg[0] ** 2
-    tiny = torch.finfo(torch.float32).tiny
-    assert (variance[:32] == 0).all()
-    assert ((variance[32:48] > 0) & (variance[32:48] < tiny)).all()
+    assert torch.equal(ours[0][:32], start[:32])
+    assert torch.allclose(ours[0].double(), torch.tensor(expected, dtype=torch.float64),
+                          rtol=1e-6, atol=1e-9)  # fmt: skip
+    assert torch.isfinite(ours[0]).all()
 
 
 def test_adam_leaves_weights_with_zero_gradients_exactly_unchanged() -> None:
