@@ -49,6 +49,7 @@ from dqn_atari.config import (
     ConfigError,
     EvalConfig,
     TrainConfig,
+    auto_settings,
     register_schemas,
     validate_eval,
     validate_train,
@@ -245,6 +246,7 @@ def _train_request(args: list[str], started_s: float) -> tuple[TrainRequest, Run
         cfg = compose(CONFIG_DIR, "config", route_game(overrides))
         run_dir = Path(str(cfg.hydra.run.dir)).expanduser().resolve()
     config: TrainConfig = typed(cfg)
+    auto = auto_settings(config)
     device = validate_train(config)
     lock = RunDirLock(run_dir)
     lock.acquire()  # first: a live run's directory is refused naming its owner
@@ -261,6 +263,7 @@ def _train_request(args: list[str], started_s: float) -> tuple[TrainRequest, Run
         overrides=overrides,
         resume=resume_dir is not None,
         started_s=started_s,
+        auto=auto,
     )
     return request, lock
 
@@ -325,6 +328,7 @@ def _train_job(cfg: DictConfig) -> None:
         config: TrainConfig = typed(cfg)
         # In a sweep's job, device=auto takes the job's share of the GPUs.
         config.device = sweep.sweep_device(config.device, torch.cuda.device_count(), job_num)
+        auto = auto_settings(config)
         device = validate_train(config)
         latest = run_dir / "checkpoints" / LATEST
         # A job that finds its own checkpoint (requeued after a pre-emption, or the sweep run
@@ -346,6 +350,7 @@ def _train_job(cfg: DictConfig) -> None:
         overrides=overrides,
         resume=resume,
         started_s=started_s,
+        auto=auto,
     )
     code = _run_train(request, lock)
     if code:

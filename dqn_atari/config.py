@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,14 +175,24 @@ def auto_num_envs(device: torch.device, cores: int, total_steps: int) -> int:
     return n
 
 
-def _switch(name: str, value: Any, auto: bool) -> bool:
-    """A true/false config value that may be `auto`, as a bool."""
+def _switch(name: str, value: Any, auto: Callable[[], bool]) -> bool:
+    """A true/false config value that may be `auto`, as a bool; `auto()` is asked only for
+    `auto` (it may be a probe that costs seconds)."""
     text = str(value).lower()
     if text == AUTO:
-        return auto
+        return auto()
     if text in ("true", "false"):
         return text == "true"
     raise ConfigError(f"{name} must be true, false or auto, got '{value}'")
+
+
+SPEED_SETTINGS = ("num_envs", "compile", "cuda_graph")  # the keys that may be `auto`
+
+
+def auto_settings(cfg: TrainConfig) -> frozenset[str]:
+    """Which of num_envs, compile and cuda_graph are `auto` (before resolve_auto): a setting
+    chosen by auto falls back when it fails at start-up; one asked for is an error."""
+    return frozenset(k for k in SPEED_SETTINGS if str(getattr(cfg, k)).lower() == AUTO)
 
 
 def resolve_auto(cfg: TrainConfig, device: torch.device, cores: int | None = None) -> None:
@@ -198,9 +209,12 @@ def resolve_auto(cfg: TrainConfig, device: torch.device, cores: int | None = Non
                 f"num_envs must be a whole number of games or auto, got '{cfg.num_envs}'"
             ) from None
     on_cuda = device.type == "cuda"
-    # compile=auto probes the compiler (a few seconds, once) only where it would be used.
-    cfg.compile = _switch("compile", cfg.compile, auto=on_cuda and compile_error(device) is None)
-    cfg.cuda_graph = _switch("cuda_graph", cfg.cuda_graph, auto=on_cuda) and on_cuda
+    # compile=auto probes the compiler (a Triton compile and Inductor's worker pool on CUDA:
+    # seconds) only where it would be used, and never for an explicit true or false.
+    cfg.compile = _switch(
+        "compile", cfg.compile, auto=lambda: on_cuda and compile_error(device) is None
+    )
+    cfg.cuda_graph = _switch("cuda_graph", cfg.cuda_graph, auto=lambda: on_cuda) and on_cuda
 
 
 # ---------------------------------------------------------------- checks

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dqn_atari.config import AlgoConfig
+from dqn_atari.config import AlgoConfig, ConfigError
 from dqn_atari.networks import QFunction, autocast_forward, q_function
 from dqn_atari.optim import Optimizer, OptimizerStateError
 from dqn_atari.perf import CudaGraphCall
@@ -70,6 +70,8 @@ class Sampler(Protocol):
 
     def prepare_sample(self, batch_size: int) -> None: ...
 
+    def sampling_state(self) -> list[Tensor]: ...
+
     def sample_slots(self, batch_size: int) -> Tensor: ...
 
     def gather(self, slot: Tensor) -> Batch: ...
@@ -94,6 +96,7 @@ class Learner:
         precision: str = "fp32",
         compile: bool = False,
         cuda_graph: bool = False,
+        compile_backend: str | Callable[..., Any] = "inductor",
     ) -> None:
         device = device or next(online.parameters()).device
         self.online = online
@@ -103,9 +106,6 @@ class Learner:
         self.replay = replay
         self.batch_size = batch_size
         self.device = device
-        # Acting runs in fp32 whatever the update's precision: at batch 1 to N, bf16's casts
-        # cost more than they save.
-        self.q_online = q_function(self.online, device, "fp32", compile)
         self._names = [name for name, _ in online.named_parameters()]
         self.params: list[Tensor] = [p for _, p in online.named_parameters()]
         self.target_params: list[Tensor] = list(self.target.parameters())
@@ -114,22 +114,71 @@ class Learner:
         self.q_sum = torch.zeros((), device=device)
         self.last_loss = torch.zeros((), device=device)
         self.updates_since_log = 0
-        self._compiled = compile
+        self._backend = compile_backend
+        self.set_speed(compile, cuda_graph)
+
+    def set_speed(self, compile: bool, cuda_graph: bool) -> None:
+        """Build the update and the act forward eager or compiled, replayed as a CUDA graph or
+        not. Only how they run changes: the parameters, the optimizer state and the running
+        sums stay the same tensors."""
+        self.compiled = compile
+        self.graphed = cuda_graph and self.device.type == "cuda"
+        # Acting runs in fp32 whatever the update's precision: at batch 1 to N, bf16's casts
+        # cost more than they save.
+        self.q_online = q_function(self.online, self.device, "fp32", compile, self._backend)
         self._train_on: Callable[[Batch], None] = self._train_on_batch
-        step: Callable[[], None] = self._sample_and_train
+        update: Callable[[], None] = self._sample_and_train
         if compile:
-            self._train_on = torch.compile(self._train_on_batch, fullgraph=True)
-            step = torch.compile(self._sample_and_train, fullgraph=True)
-        if cuda_graph and device.type == "cuda":
-            step = CudaGraphCall(step)
-        self._step = step
+            self._train_on = torch.compile(
+                self._train_on_batch, fullgraph=True, backend=self._backend
+            )
+            update = torch.compile(self._sample_and_train, fullgraph=True, backend=self._backend)
+        self._update = update
+        self._step: Callable[[], None] = (
+            CudaGraphCall(update, self.device) if self.graphed else update
+        )
+
+    def _written_tensors(self) -> list[Tensor]:
+        """Every tensor an update writes in place: weights, optimizer state, running sums and
+        the sampler's counter."""
+        tensors = [*self.params, self.loss_sum, self.q_sum, self.last_loss]
+        for value in self.optimizer.state_dict().values():
+            tensors += [t for t in (value if isinstance(value, list) else [value])
+                        if isinstance(t, Tensor)]  # fmt: skip
+        if self.replay is not None:
+            tensors += self.replay.sampling_state()
+        return tensors
+
+    def dry_run(self, example_obs: Tensor, capture: bool) -> None:
+        """One act forward on `example_obs` and the update as the run will make them (with
+        `capture`, through the CUDA graph's warm-up and capture), then every tensor they wrote
+        put back: compiling and capturing happen now, before acting, and change nothing.
+
+        The update samples whatever the memory holds (an empty memory's slot 0 is a valid
+        index into its buffers); no random stream is drawn from, since the host-side sampling
+        (`prepare_sample`) is not called."""
+        written = self._written_tensors()
+        saved = [t.detach().clone() for t in written]
+        try:
+            with torch.no_grad():
+                self.q_online(example_obs)
+            if capture and isinstance(self._step, CudaGraphCall):
+                while self._step.graph is None:
+                    self._step()
+            else:
+                self._update()
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(written, saved)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
 
     # ------------------------------------------------------------------ the update
 
     def _loss_and_grads(self, batch: Batch) -> tuple[Tensor, Tensor, list[Tensor]]:
         a, precision, device = self.algo, self._precision, self.device
         target = autocast_forward(self.target, device, precision)
-        if not self._compiled:
+        if not self.compiled:
             online = autocast_forward(self.online, device, precision)
             out = td_loss(online, target, batch, a.gamma, a.double, a.huber_delta)
             # Tensor.backward rather than autograd.grad: on a loaded 2-core CPU, autograd.grad
@@ -225,3 +274,58 @@ class Learner:
             self.optimizer.load_state_dict(state["optimizer"])
         except OptimizerStateError as err:
             raise ValueError(str(err)) from None
+
+
+class SpeedSettingError(ConfigError):
+    """compile=true or cuda_graph=true asked for, and the update cannot run that way here."""
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of what went wrong, with the wrapped error of a dynamo failure."""
+    inner = getattr(err, "inner_exception", None) or err
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    return f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
+
+
+def prepare_update(
+    learner: Learner, example_obs: Tensor, compile_auto: bool, cuda_graph_auto: bool
+) -> list[str]:
+    """Compile the real update and the act forward (and on CUDA capture the update) once, at
+    start-up, before any acting (`Learner.dry_run`, which changes no weight and no random
+    stream). The probe at config time compiles a one-line function; this compiles what the run
+    will run (torch.func over both networks, the foreach optimizer, the sampler's cumsum and
+    searchsorted), which can still fail on a user's torch, driver or compiler.
+
+    A setting that was `auto` falls back (eager, then no graph) and the returned warnings say
+    so, naming the error; one asked for explicitly raises SpeedSettingError instead."""
+    warnings: list[str] = []
+    device = learner.device
+    if learner.compiled:
+        try:
+            learner.dry_run(example_obs, capture=False)
+        except Exception as err:  # any failure of the compiler stack: fall back or refuse
+            if not compile_auto:
+                raise SpeedSettingError(
+                    f"compile=true, but the compiled update fails on {device}: {_reason(err)}; "
+                    "use compile=false or compile=auto"
+                ) from None
+            warnings.append(
+                f"compile=auto: the compiled update fails on {device} ({_reason(err)}); "
+                "the update runs eagerly"
+            )
+            learner.set_speed(compile=False, cuda_graph=learner.graphed)
+    if learner.graphed:
+        try:
+            learner.dry_run(example_obs, capture=True)
+        except Exception as err:  # a capture that fails: fall back or refuse
+            if not cuda_graph_auto:
+                raise SpeedSettingError(
+                    f"cuda_graph=true, but the update cannot be captured as a CUDA graph on "
+                    f"{device}: {_reason(err)}; use cuda_graph=false or cuda_graph=auto"
+                ) from None
+            warnings.append(
+                f"cuda_graph=auto: the update cannot be captured as a CUDA graph on {device} "
+                f"({_reason(err)}); it runs without one"
+            )
+            learner.set_speed(compile=learner.compiled, cuda_graph=False)
+    return warnings

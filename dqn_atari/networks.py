@@ -112,7 +112,11 @@ def autocast_forward(forward: QFunction, device: torch.device, precision: str) -
 
 
 def q_function(
-    net: nn.Module, device: torch.device, precision: str = "fp32", compile: bool = False
+    net: nn.Module,
+    device: torch.device,
+    precision: str = "fp32",
+    compile: bool = False,
+    backend: str | Callable[..., object] = "inductor",
 ) -> QFunction:
     """`net`'s forward as used for acting: optionally compiled, optionally in bf16.
 
@@ -120,7 +124,8 @@ def q_function(
     """
     forward: QFunction = net
     if compile:
-        # On CUDA, "reduce-overhead" also captures CUDA graphs: one launch per forward.
-        mode = "reduce-overhead" if device.type == "cuda" else None
-        forward = torch.compile(net, mode=mode)
+        # On CUDA, "reduce-overhead" also captures CUDA graphs: one launch per forward. The
+        # batch is the number of games, fixed for a run (no dynamic shapes, no recompiles).
+        mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
+        forward = torch.compile(net, mode=mode, backend=backend, dynamic=False)
     return autocast_forward(forward, device, precision)

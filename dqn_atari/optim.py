@@ -2,10 +2,11 @@
 
 RMSProp is DeepMind's (the Nature DQN's), with eps inside the square root; the tests check it
 against the formula computed by hand. Adam is torch.optim's arithmetic (the tests compare them).
-What differs from torch.optim is the shape: the state is a fixed set of tensors created once, updated in place by a
-handful of foreach ops, with no Python-number state that changes between steps (Adam's step
-count is a tensor). That is what compiling the whole update as one graph, and replaying it as
-one CUDA graph, need: between two updates only the contents of the same tensors change.
+What differs from torch.optim is the shape: the state is a fixed set of tensors created once,
+updated in place by a handful of foreach ops, with no Python-number state that changes between
+steps (Adam's step count is a tensor). That is what compiling the whole update as one graph, and
+replaying it as one CUDA graph, need: between two updates only the contents of the same tensors
+change.
 """
 
 from __future__ import annotations

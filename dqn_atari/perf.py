@@ -23,8 +23,12 @@ class CudaGraphCall:
     does the work once.
     """
 
-    def __init__(self, fn: Callable[[], None], warmup: int = 3) -> None:
+    def __init__(self, fn: Callable[[], None], device: torch.device, warmup: int = 3) -> None:
         self.fn = fn
+        # Streams, events and the capture belong to one device: made under a guard for it, so
+        # a run on cuda:1 records cuda:1's kernels whatever the current device is (with the
+        # current device 0, the capture stream would be device 0's and record nothing of them).
+        self.device = device
         self.warmup = warmup
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -34,22 +38,24 @@ class CudaGraphCall:
         if self.graph is not None:
             self.graph.replay()
             return
-        if self.calls < self.warmup:
-            if self._side_stream is None:
-                self._side_stream = torch.cuda.Stream()
-            side = self._side_stream
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.fn()
-            torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.device(self.device):
+            if self.calls < self.warmup:
+                if self._side_stream is None:
+                    self._side_stream = torch.cuda.Stream(self.device)
+                side = self._side_stream
+                current = torch.cuda.current_stream(self.device)
+                side.wait_stream(current)
+                with torch.cuda.stream(side):
+                    self.fn()
+                current.wait_stream(side)
+                self.calls += 1
+                return
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.fn()  # recorded, not run
+            self.graph = graph
+            graph.replay()
             self.calls += 1
-            return
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.fn()  # recorded, not run
-        self.graph = graph
-        graph.replay()
-        self.calls += 1
 
 
 def keep_freed_host_memory() -> bool:

@@ -163,7 +163,8 @@ class _Staging:
         if self.dev is not None:
             self.dev[: self._offset].copy_(self.host[: self._offset], non_blocking=True)
             self._copied = torch.cuda.Event()
-            self._copied.record()
+            # The copy runs on the memory's device's stream, whatever the current device is.
+            self._copied.record(torch.cuda.current_stream(self.device))
         parts = []
         for start, stop, dtype, shape in self._parts:
             size = self._typed[dtype].element_size()
@@ -200,7 +201,9 @@ class ReplayMemory:
         self.device = torch.device(device)
         slots, dev = self.capacity, self.device
         self.frames = torch.empty((slots, *frame_shape), dtype=torch.uint8, device=dev)
-        self.stacks = torch.zeros((slots, stack), dtype=torch.int32, device=dev)  # frame slots
+        # Frame slots of each stack: int32 here (a slot number fits), widened to int64 where
+        # they index `frames` (see `gather`).
+        self.stacks = torch.zeros((slots, stack), dtype=torch.int32, device=dev)
         self.actions = torch.zeros(slots, dtype=torch.uint8, device=dev)  # ALE has 18 at most
         self.rewards = torch.zeros(slots, dtype=torch.float32, device=dev)
         self.discounts = torch.zeros(slots, dtype=torch.float32, device=dev)  # 0 = TD terminal
@@ -237,7 +240,9 @@ class ReplayMemory:
         self._draws = torch.zeros((), dtype=torch.int64, device=dev)  # advanced by sampling
         self._draws_host = 0  # the same count, kept by the host without reading the device
         self._filled = 0  # uniforms written into the ring so far
-        self._batch_range: dict[int, torch.Tensor] = {}
+        # Built here, not on first use: made inside a compiled update, it would fail the
+        # compiled graph's guards at the next call and recompile the whole update.
+        self._batch_range = torch.arange(self._half, device=dev)
 
     @property
     def nbytes(self) -> int:
@@ -410,7 +415,7 @@ class ReplayMemory:
             if self.device.type == "cuda":
                 target.copy_(staging, non_blocking=True)
                 self._uniform_copied[half] = torch.cuda.Event()
-                self._uniform_copied[half].record()
+                self._uniform_copied[half].record(torch.cuda.current_stream(self.device))
             else:
                 target.copy_(staging)
             self._filled += self._half
@@ -418,10 +423,7 @@ class ReplayMemory:
 
     def sample_slots(self, batch_size: int) -> torch.Tensor:
         """Device side: `batch_size` sampleable slots (int64), uniform with replacement."""
-        batch_range = self._batch_range.get(batch_size)
-        if batch_range is None:
-            batch_range = torch.arange(batch_size, device=self.device)
-            self._batch_range[batch_size] = batch_range
+        batch_range = self._batch_range[:batch_size]
         u = self._uniforms[(self._draws + batch_range) % self._uniforms.shape[0]]
         self._draws += batch_size
         counts = self.block_counts
@@ -435,6 +437,10 @@ class ReplayMemory:
         position = torch.searchsorted(torch.cumsum(flags, 1), within[:, None], right=True)
         return block * self.block_size + position[:, 0]
 
+    def sampling_state(self) -> list[torch.Tensor]:
+        """The device tensors that sampling writes (the uniforms' counter)."""
+        return [self._draws]
+
     def sample(self, batch_size: int) -> Batch:
         """`batch_size` transitions drawn uniformly, with replacement, on the device."""
         self.prepare_sample(batch_size)
@@ -445,8 +451,11 @@ class ReplayMemory:
         batch_size = slot.shape[0]
         both = torch.cat([slot, self.next_slots[slot]])
         # index_select of whole frames, not frames[stacks[both]]: on the CPU advanced indexing
-        # of uint8 copies element by element, 8x slower than index_select's row copies.
-        rows = torch.index_select(self.frames, 0, self.stacks[both].flatten())
+        # of uint8 copies element by element, 8x slower than index_select's row copies. The
+        # slots are widened to int64 first: at 1M slots `frames` holds 7.06e9 elements, and a
+        # compiled gather computing slot * 7056 from an int32 slot overflows past slot 304,346.
+        frame_slots = self.stacks[both].flatten().long()
+        rows = torch.index_select(self.frames, 0, frame_slots)
         frames = rows.view(2 * batch_size, self.stack, *self.frames.shape[1:])
         return Batch(
             obs_tm1=frames[:batch_size],

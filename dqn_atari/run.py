@@ -34,7 +34,7 @@ from dqn_atari.checkpoint import (
 )
 from dqn_atari.config import EvalConfig, TrainConfig
 from dqn_atari.envs import AtariOptions, AtariPhiEnv, resolve_game
-from dqn_atari.learner import Learner
+from dqn_atari.learner import Learner, prepare_update
 from dqn_atari.loop import DivergenceError, EvalResult, TrainState, evaluate, train
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork, q_function
@@ -67,6 +67,9 @@ class TrainRequest:
     # checkpoint (a sweep's requeue).
     stop_requested: Callable[[], str | None] = lambda: None
     on_stopped: Callable[[], None] = lambda: None
+    # Which of num_envs, compile and cuda_graph the user left `auto` (config.auto_settings): a
+    # speed setting chosen by auto falls back when it fails at start-up.
+    auto: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------- builders
@@ -153,7 +156,7 @@ def evaluator(
         env = AtariPhiEnv(config.env.game, options, seed=config.seed + 1 + step)
         try:
             return evaluate(
-                learner.q_online,
+                learner.online,  # eager, batch 1: the compiled act forward keeps its N games
                 env,
                 config.eval_episodes,
                 config.algo.eval_epsilon,
@@ -244,6 +247,9 @@ def train_run(request: TrainRequest) -> int:
     code: 0 when finished, 128 + signal number when a signal stopped it."""
     keep_freed_host_memory()
     config, device, run_dir = request.config, request.device, request.run_dir
+    if device.type == "cuda":
+        # Every stream, event and graph capture that names no device uses the current one.
+        torch.cuda.set_device(device)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=config.keep_checkpoints)
     checkpoints.remove_orphans()
     restored = read_resumable(request, checkpoints) if request.resume else None
@@ -313,7 +319,18 @@ def _train_with(
                 f"empty and learning resumes after {config.learning_starts:,} agent steps of "
                 "refilling"
             )
+    env = config.env
+    example_obs = torch.zeros(
+        (config.num_envs, env.frame_stack, env.screen_size, env.screen_size),
+        dtype=torch.uint8,
+        device=device,
+    )
+    fallbacks = prepare_update(
+        learner, example_obs, "compile" in request.auto, "cuda_graph" in request.auto
+    )
     metrics = build_metrics(config, run_dir, games, state.step)
+    for warning in fallbacks:
+        metrics.message(f"warning: {warning}")
     if note:
         metrics.message(note)
     save_config(config, run_dir)
@@ -333,6 +350,7 @@ def _train_with(
             eval_epsilon=config.algo.eval_epsilon,
             overrides=started_with if restored is None else [*started_with, *request.overrides],
             config=OmegaConf.to_container(OmegaConf.structured(config)),  # type: ignore[arg-type]
+            warnings=fallbacks,
         ),
         start_step=state.step,
         started_s=request.started_s,
@@ -418,7 +436,7 @@ def _finish(
     if config.final_eval_episodes:
         metrics.message(f"final evaluation: {config.final_eval_episodes} games")
         final = summary.final_evaluation(
-            learner.q_online,
+            learner.online,  # eager, batch 1: the compiled act forward keeps its N games
             config.env.game,
             config.env.for_evaluation(config.eval_max_episode_frames),
             config.final_eval_episodes,

@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,8 @@ class RunFacts:
     eval_epsilon: float
     overrides: list[str]
     config: dict[str, Any]
+    # Start-up warnings of this process (a speed setting that fell back), as logged.
+    warnings: list[str] = field(default_factory=list)
 
 
 class RunRecord:
@@ -220,6 +222,7 @@ class RunRecord:
             "version": __version__,
             "overrides": f.overrides,
             "config": f.config,
+            "warnings": f.warnings,
         }
         write_json_atomic(self.run_dir / SUMMARY, summary)
         return summary

@@ -24,13 +24,14 @@ from dqn_atari.config import (
     EvalConfig,
     TrainConfig,
     auto_num_envs,
+    auto_settings,
     resolve_auto,
     resolve_device,
     validate_eval,
     validate_train,
 )
 from dqn_atari.envs import ALE_INT_MAX, AtariOptions, UnknownGameError, display_name, resolve_game
-from dqn_atari.networks import NatureQNetwork, min_frame_size
+from dqn_atari.networks import NatureQNetwork, compile_error, min_frame_size
 from dqn_atari.preprocessing import Crop
 
 ENV_PRESETS = sorted(p.stem for p in (CONFIG_DIR / "env").glob("*.yaml") if p.stem != "atari")
@@ -445,6 +446,23 @@ def test_explicit_values_stay_and_bad_ones_are_named() -> None:
         resolve_auto(train_config("num_envs=many"), torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"compile must be true, false or auto, got 'maybe'"):
         resolve_auto(train_config("compile=maybe"), torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("compile", "probed"), [("false", 0), ("true", 0), ("auto", 1)])
+def test_the_compiler_is_probed_only_for_compile_auto(compile: str, probed: int) -> None:
+    """The probe is a Triton compile and Inductor's worker pool on CUDA: never for an explicit
+    value. (On this CPU-only machine the probe of a CUDA device fails, and says why.)"""
+    compile_error.cache_clear()
+    conf = train_config(f"compile={compile}")
+    resolve_auto(conf, torch.device("cuda"), cores=4)
+    assert compile_error.cache_info().misses == probed
+    if compile != "auto":
+        assert conf.compile == (compile == "true")
+
+
+def test_auto_settings_names_what_the_user_left_auto() -> None:
+    assert auto_settings(train_config()) == {"num_envs", "compile", "cuda_graph"}
+    assert auto_settings(train_config("compile=false", "num_envs=2")) == {"cuda_graph"}
 
 
 # ---------------------------------------------------------------- command line

@@ -332,3 +332,47 @@ def test_a_million_transitions_hold_at_most_7_1_gb_on_the_gpu() -> None:
     peak = torch.cuda.max_memory_allocated() - before
     assert peak <= 7.1e9, peak
     del memory
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="needs 2 GPUs: the run's device must not be device 0"
+)
+def test_the_graphed_update_captures_and_learns_on_the_last_gpu(no_tf32) -> None:
+    """device=cuda:N with N > 0: the capture's streams and events are the run's device's, so
+    the graph records the update's kernels. An empty graph would replay without changing the
+    weights; a graph on the wrong stream fails the capture."""
+    last = f"cuda:{torch.cuda.device_count() - 1}"
+    assert torch.cuda.current_device() != torch.cuda.device_count() - 1
+    graphed = _learner(last, graph=True)
+    warm_losses, _ = _updates(graphed, 4, sync_at=99)  # 3 warm-ups, then the capture
+    assert graphed._step.graph is not None
+    captured = [p.detach().clone() for p in graphed.online.parameters()]
+    replay_losses, after = _updates(graphed, 3, sync_at=99)  # replays only
+    assert any(not torch.equal(a.cpu(), b) for a, b in zip(captured, after, strict=True))
+    eager_losses, eager_weights = _updates(_learner(last), 7, sync_at=99)
+    assert [*warm_losses, *replay_losses] == pytest.approx(eager_losses, rel=1e-4)
+    for a, b in zip(after, eager_weights, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_compiled_gather_reads_frames_past_slot_304346() -> None:
+    """At 84x84, slot 304,347 starts past element 2**31 of the frames: a compiled gather that
+    computes slot * 7056 from an int32 slot reads the wrong frame or faults there."""
+    from dqn_atari.replay import ReplayMemory
+
+    memory = ReplayMemory(320_000, device=torch.device("cuda"))
+    last = memory.capacity - 1
+    slots = torch.arange(last - 3, last + 1, device="cuda", dtype=torch.int32)
+    for i, slot in enumerate(slots.tolist()):
+        memory.frames[slot].fill_(10 + i)
+    memory.stacks[last] = slots  # the stack ending at the last slot: the last 4 frames
+    memory.next_slots[last] = last
+    gather = torch.compile(memory.gather, fullgraph=True)
+    batch = gather(torch.tensor([last], device="cuda"))
+    torch.cuda.synchronize()
+    assert batch.obs_tm1.shape == (1, 4, 84, 84)
+    assert batch.obs_tm1[0].amin(dim=(1, 2)).tolist() == [10, 11, 12, 13]
+    assert batch.obs_tm1[0].amax(dim=(1, 2)).tolist() == [10, 11, 12, 13]
+    del memory

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from dqn_atari.config import AlgoConfig, TrainConfig
-from dqn_atari.learner import Learner, td_loss
+from dqn_atari.config import AlgoConfig, ConfigError, TrainConfig
+from dqn_atari.learner import Learner, prepare_update, td_loss
 from dqn_atari.loop import TrainState, select_actions, train
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork
@@ -256,3 +256,122 @@ def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None
         actions.append(action)
         obs, _, terminated, _, _ = env.step(action)
     assert actions == [RIGHT, RIGHT, RIGHT] and terminated
+
+
+# ---------------------------------------------------------------- compiling at start-up
+
+
+class TinyQ(nn.Module):
+    """Two stacked 1x5 frames -> 3 Q-values: small enough to compile in seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(obs.float() / 255.0)
+
+
+def _tiny_learner(compile: bool, backend: Any = "inductor") -> Learner:
+    replay = ReplayMemory(capacity=200, frame_shape=(1, 5), stack=2, seed=0, max_batch_size=8)
+    rng = np.random.default_rng(0)
+    replay.start(rng.integers(0, 256, (1, 1, 5), dtype=np.uint8))
+    no = np.zeros(1, np.bool_)
+    for _ in range(60):
+        frame = rng.integers(0, 256, (1, 1, 5), dtype=np.uint8)
+        replay.add_step(rng.integers(3, size=1), rng.normal(size=1), no, no, frame, frame)
+    torch.manual_seed(0)
+    net = TinyQ()
+    algo = AlgoConfig(optimizer="adam", lr=1e-2)
+    return Learner(
+        net,
+        make_optimizer(algo, list(net.parameters())),
+        algo,
+        replay=replay,
+        batch_size=8,
+        compile=compile,
+        compile_backend=backend,
+    )
+
+
+def _losses(learner: Learner, updates: int) -> list[float]:
+    losses = []
+    for _ in range(updates):
+        learner.update()
+        losses.append(learner.last_loss.item())
+    return losses
+
+
+def _broken_compiler(gm: Any, example_inputs: Any) -> Any:
+    """A torch.compile backend that fails as a missing or broken compiler would."""
+    raise RuntimeError("this compiler is broken")
+
+
+EXAMPLE_OBS = torch.zeros((1, 2, 1, 5), dtype=torch.uint8)
+
+
+@pytest.mark.slow
+def test_the_compiled_update_and_act_forward_compile_once() -> None:
+    """Compiled once, never again: a recompile is a second first-update stall (the sampler's
+    batch range, built lazily inside the compiled update, once failed its guards)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    learner = _tiny_learner(compile=True)
+    _losses(learner, 4)
+    assert counters["stats"]["unique_graphs"] == 1  # dynamo's own count of graphs compiled
+    for _ in range(3):
+        learner.q_online(EXAMPLE_OBS)
+    assert counters["stats"]["unique_graphs"] == 2
+
+
+@pytest.mark.slow
+def test_compiling_at_start_up_changes_no_weight_and_no_random_stream() -> None:
+    """prepare_update runs the real compiled update once, before acting, and puts back every
+    tensor it wrote: the run then makes the very updates it would have made without it."""
+    torch._dynamo.reset()
+    plain = _tiny_learner(compile=True)
+    expected = _losses(plain, 3)
+    prepared = _tiny_learner(compile=True)
+    assert prepared.replay is not None
+    generator = prepared.replay._generator.get_state()
+    torch_rng = torch.get_rng_state()
+    before = [p.detach().clone() for p in prepared.params]
+    assert prepare_update(prepared, EXAMPLE_OBS, compile_auto=False, cuda_graph_auto=False) == []
+    assert prepared.compiled
+    for a, b in zip(prepared.params, before, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(prepared.replay._generator.get_state(), generator)
+    assert torch.equal(torch.get_rng_state(), torch_rng)
+    assert prepared.take_means() is None  # no update was counted or summed
+    assert _losses(prepared, 3) == expected
+    for a, b in zip(prepared.params, plain.params, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_failing_compiler_with_compile_auto_falls_back_to_eager_with_one_warning() -> None:
+    torch._dynamo.reset()
+    broken = _tiny_learner(compile=True, backend=_broken_compiler)
+    before = [p.detach().clone() for p in broken.params]
+    warnings = prepare_update(broken, EXAMPLE_OBS, compile_auto=True, cuda_graph_auto=True)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("compile=auto: the compiled update fails on cpu")
+    assert "this compiler is broken" in warnings[0] and "eagerly" in warnings[0]
+    assert not broken.compiled
+    for a, b in zip(broken.params, before, strict=True):
+        assert torch.equal(a, b)
+    # Eager from then on: the same updates as a learner that never tried to compile.
+    assert _losses(broken, 3) == _losses(_tiny_learner(compile=False), 3)
+
+
+def test_a_failing_compiler_with_compile_true_is_a_one_line_config_error() -> None:
+    torch._dynamo.reset()
+    broken = _tiny_learner(compile=True, backend=_broken_compiler)
+    with pytest.raises(ConfigError) as caught:
+        prepare_update(broken, EXAMPLE_OBS, compile_auto=False, cuda_graph_auto=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("compile=true, but the compiled update fails on cpu")
+    assert "this compiler is broken" in message and "compile=false" in message
+
