@@ -374,4 +374,3 @@ def test_a_failing_compiler_with_compile_true_is_a_one_line_config_error() -> No
     assert "\n" not in message
     assert message.startswith("compile=true, but the compiled update fails on cpu")
     assert "this compiler is broken" in message and "compile=false" in message
-
