@@ -78,6 +78,23 @@ def test_band_over_seeds() -> None:
     assert mean.tolist() == low.tolist() == high.tolist() == [1.0, 2.0]
 
 
+def test_band_over_seeds_is_the_same_taken_a_few_points_at_a_time() -> None:
+    # Seeds at 0, 10 and 5, the third missing at the last point. The resampled seeds are drawn
+    # once for all points, so taking the points 1 or 3 at a time gives the same band. The mean is
+    # 5 everywhere; at the last point a resample of only the first seed (or missing ones) has
+    # mean 0, with chance (2/3)^3 - (1/3)^3 = 7/27, and one of only the second 10, so the 95%
+    # band there is [0, 10].
+    values = np.array([[0.0] * 7, [10.0] * 7, [5.0] * 6 + [np.nan]])
+    whole = report.band(values, reps=4000, seed=2, columns=7)
+    for columns in (1, 3):
+        parts = report.band(values, reps=4000, seed=2, columns=columns)
+        for a, b in zip(whole, parts, strict=True):
+            assert np.array_equal(a, b)
+    mean, low, high = whole
+    assert mean.tolist() == [5.0] * 7
+    assert low[-1] == 0.0 and high[-1] == 10.0
+
+
 def test_human_normalized_scores_name_their_table() -> None:
     zoo = report.References.load("dqn_zoo")
     nature = report.References.load("nature")
