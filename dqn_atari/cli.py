@@ -55,7 +55,7 @@ from dqn_atari.config import (
     validate_train,
 )
 from dqn_atari.envs import UnknownGameError, display_name, resolve_game
-from dqn_atari.loop import DivergenceError
+from dqn_atari.hooks import DivergenceError
 from dqn_atari.replay import ReplayMemoryError
 from dqn_atari.run import CONFIG_FILE, TrainRequest, eval_run, resume_command, train_run
 from dqn_atari.rundir import RunDirError, RunDirLock

@@ -1,14 +1,16 @@
-"""The training loop for N >= 1 games (act -> store -> learn every k -> sync -> log ->
-checkpoint), and evaluation.
+"""The DQN algorithm (Mnih et al., 2015, Algorithm 1) for N games at once, in one function.
+
+`train` reads top to bottom: act epsilon-greedily in the N games -> store their transitions ->
+learn when due -> sync the target when due. When each happens is `Schedule`'s, by agent step
+(summed over the games). Everything else a run does between agent steps (logging, progress,
+evaluation, checkpoints, stopping) is behind `StepHooks`, which the loop calls once a step.
 
 Everything here is handed in already built (see `run.py`): the loop only moves data in one
-direction, games -> replay -> learner -> metrics.
+direction, games -> replay -> learner.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,16 +19,13 @@ import numpy.typing as npt
 import torch
 
 from dqn_atari.config import TrainConfig
-from dqn_atari.envs import AtariPhiEnv
-from dqn_atari.learner import Learner
-from dqn_atari.metrics import Metrics
 from dqn_atari.networks import QFunction
 from dqn_atari.schedules import LinearSchedule
-from dqn_atari.vector import Games
+from dqn_atari.vector import Games, VectorStep
 
 
 class Replay(Protocol):
-    """What the loop needs of a replay memory (see replay.py)."""
+    """What the loop needs of a replay memory (see replay.ReplayMemory)."""
 
     def start(self, frames: npt.NDArray[np.uint8]) -> None: ...
 
@@ -39,6 +38,26 @@ class Replay(Protocol):
         final_frames: npt.NDArray[np.uint8],
         next_frames: npt.NDArray[np.uint8],
     ) -> None: ...
+
+
+class Learner(Protocol):
+    """What the loop needs of a learner (see learner.Learner)."""
+
+    q_online: QFunction
+
+    def update(self) -> None: ...
+
+    def sync_target(self) -> None: ...
+
+
+class StepHooks(Protocol):
+    """The run's work besides the algorithm (see hooks.RunHooks)."""
+
+    def start(self, state: TrainState) -> None: ...
+
+    def after_step(
+        self, previous: int, state: TrainState, epsilon: float, out: VectorStep
+    ) -> bool: ...
 
 
 @dataclass
@@ -69,15 +88,36 @@ class TrainState:
         return cls(**values)  # type: ignore[arg-type]
 
 
-def exploration(config: TrainConfig) -> LinearSchedule:
-    """Epsilon by agent step: start -> end over epsilon_decay_steps from learning_starts."""
-    algo = config.algo
-    return LinearSchedule(
-        algo.epsilon_start,
-        algo.epsilon_end,
-        algo.epsilon_decay_steps,
-        begin_step=config.learning_starts,
-    )
+@dataclass(frozen=True)
+class Schedule:
+    """When DQN explores how much, learns and syncs its target, by agent step (summed over
+    the games, so none of it depends on how many games play at once)."""
+
+    total_steps: int  # agent steps to train
+    train_every: int  # agent steps between updates (Nature: 4)
+    target_update_interval: int  # agent steps between target syncs (Nature: 10,000)
+    epsilon: LinearSchedule  # by agent step: 1.0 -> 0.1 over 1M from learning_starts (Nature)
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> Schedule:
+        algo = config.algo
+        return cls(
+            total_steps=config.total_steps,
+            train_every=algo.train_every,
+            target_update_interval=algo.target_update_interval,
+            epsilon=LinearSchedule(
+                algo.epsilon_start,
+                algo.epsilon_end,
+                algo.epsilon_decay_steps,
+                begin_step=config.learning_starts,
+            ),
+        )
+
+    def learns_at(self, step: int, learn_from_step: int) -> bool:
+        return step > learn_from_step and step % self.train_every == 0
+
+    def syncs_at(self, step: int) -> bool:
+        return step % self.target_update_interval == 0
 
 
 def select_actions(
@@ -106,224 +146,63 @@ def select_actions(
     return actions
 
 
-@dataclass(frozen=True)
-class EvalResult:
-    returns: list[float]  # raw game returns, all lives
-    lengths: list[int]  # agent steps per game
-
-    @property
-    def return_mean(self) -> float:
-        return float(np.mean(self.returns))
-
-    @property
-    def return_std(self) -> float:
-        return float(np.std(self.returns))
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "episodes": len(self.returns),
-            "return_mean": self.return_mean,
-            "return_std": self.return_std,
-            "returns": self.returns,
-            "lengths": self.lengths,
-            "steps": int(sum(self.lengths)),
-        }
-
-
-def evaluate(
-    network: QFunction,
-    env: AtariPhiEnv,
-    episodes: int,
-    epsilon: float,
-    rng: np.random.Generator,
-    device: torch.device,
-    on_frame: Callable[[int, np.ndarray], None] | None = None,
-    stop_requested: Callable[[], object] = lambda: None,
-) -> EvalResult | None:
-    """Play `episodes` full games; `on_frame(episode, rgb)` sees every raw screen (for video).
-
-    Returns None, at once, when `stop_requested()` turns true: a stop never waits for the rest
-    of an evaluation, which can take minutes. The Nature network has no dropout or batch norm,
-    so train/eval modes do not matter here.
-    """
-    returns: list[float] = []
-    lengths: list[int] = []
-    num_actions = env.num_actions
-    for episode in range(episodes):
-        obs, _ = env.reset()
-        if on_frame is not None:
-            on_frame(episode, env.render())  # type: ignore[arg-type]
-        while True:
-            if stop_requested():
-                return None
-            action = select_actions(network, obs[None], epsilon, num_actions, rng, device)[0]
-            obs, _reward, terminated, truncated, info = env.step(action)
-            if on_frame is not None:
-                on_frame(episode, env.render())  # type: ignore[arg-type]
-            if terminated or truncated:
-                returns.append(float(info["episode"]["r"]))
-                lengths.append(int(info["episode"]["l"]))
-                break
-    return EvalResult(returns=returns, lengths=lengths)
-
-
-class DivergenceError(RuntimeError):
-    """The loss or Q-values stopped being finite (at agent step `step`)."""
-
-    def __init__(self, message: str, step: int) -> None:
-        super().__init__(message)
-        self.step = step
-
-
-def check_finite(step: int, loss: torch.Tensor, q_mean: torch.Tensor) -> tuple[float, float]:
-    """The logged means on the host (the one sync per log interval); non-finite stops the run."""
-    loss_value, q_value = loss.item(), q_mean.item()
-    if not (math.isfinite(loss_value) and math.isfinite(q_value)):
-        raise DivergenceError(
-            f"training diverged by agent step {step:,}: loss {loss_value}, mean Q {q_value}",
-            step,
-        )
-    return loss_value, q_value
-
-
-def crossed(previous: int, step: int, interval: int) -> bool:
-    """Whether a multiple of `interval` lies in (previous, step]; never for interval 0 (off)."""
-    return interval > 0 and step // interval > previous // interval
-
-
-class Bookkeeper:
-    """The work between agent steps: updates at the replay ratio, target syncs, logs,
-    evaluation, checkpoints and stopping. Losses stay on the device between logs, so updates
-    never wait for the host."""
-
-    def __init__(
-        self,
-        learner: Learner,
-        config: TrainConfig,
-        metrics: Metrics,
-        state: TrainState,
-        save_checkpoint: Callable[[TrainState, bool], None],
-        evaluate_at: Callable[[int], EvalResult | None] | None,
-        stop_requested: Callable[[], str | None],
-    ) -> None:
-        self.learner = learner
-        self.config = config
-        self.metrics = metrics
-        self.state = state
-        self.save_checkpoint = save_checkpoint
-        self.evaluate_at = evaluate_at
-        self.stop_requested = stop_requested
-        self.saved_at = -1
-
-    def train_learner(self, previous: int, step: int) -> None:
-        """The learner's share of agent steps (previous, step]: one update every train_every
-        agent steps after learn_from_step, and the target syncs, in agent-step order."""
-        algo, state = self.config.algo, self.state
-        for t in range(previous + 1, step + 1):
-            if t > state.learn_from_step and t % algo.train_every == 0:
-                self.learner.update()
-                state.updates += 1
-            if t % algo.target_update_interval == 0:
-                self.learner.sync_target()
-
-    def evaluate(self, step: int) -> None:
-        """The evaluation of agent step `step`, logged; left due when a stop interrupts it."""
-        if self.evaluate_at is None:
-            return
-        self.metrics.message(
-            f"evaluating at agent step {step:,} ({self.config.eval_episodes} games)"
-        )
-        result = self.evaluate_at(step)
-        if result is None:
-            self.state.eval_due = step
-            return
-        self.state.eval_due = None
-        self.metrics.evaluation(step, result.return_mean, result.return_std)
-
-    def end_of_step(self, previous: int, step: int, epsilon: float) -> bool:
-        """Logs, evaluation, checkpoints and stop requests due in (previous, step]; returns True
-        when the run must stop now (a checkpoint is written first)."""
-        config, state, metrics = self.config, self.state, self.metrics
-        if crossed(previous, step, config.log_interval):
-            metrics.speed(step, epsilon)
-            means = self.learner.take_means()
-            if means is not None:
-                loss, q_mean = check_finite(step, *means)
-                metrics.learner(step, loss, q_mean)
-        if crossed(previous, step, config.eval_interval):
-            self.evaluate(step)
-        periodic = crossed(previous, step, config.checkpoint_interval)
-        finished = step >= config.total_steps
-        stop = self.stop_requested()
-        if periodic or finished or stop is not None:
-            self.save_checkpoint(state, periodic)
-            self.saved_at = step
-        metrics.progress(step, epsilon, force=finished)
-        if stop is None or finished:
-            return False
-        state.stopped_by = stop
-        return True
+def learn(
+    learner: Learner, schedule: Schedule, state: TrainState, previous: int, step: int
+) -> None:
+    """The learner's share of agent steps (previous, step], in agent-step order: an update of
+    one sampled batch every `train_every` agent steps after `learn_from_step`, and the target
+    network synced every `target_update_interval`."""
+    for t in range(previous + 1, step + 1):
+        if schedule.learns_at(t, state.learn_from_step):
+            learner.update()
+            state.updates += 1
+        if schedule.syncs_at(t):
+            learner.sync_target()
 
 
 def train(
     games: Games,
     learner: Learner,
     replay: Replay,
-    config: TrainConfig,
-    metrics: Metrics,
+    schedule: Schedule,
     state: TrainState,
     rng: np.random.Generator,
     device: torch.device,
-    save_checkpoint: Callable[[TrainState, bool], None],
-    evaluate_at: Callable[[int], EvalResult | None] | None = None,
-    stop_requested: Callable[[], str | None] = lambda: None,
+    hooks: StepHooks,
     start_obs: npt.NDArray[np.uint8] | None = None,
 ) -> TrainState:
-    """Run from `state.step` to `config.total_steps`; returns the final state.
+    """DQN from `state.step` to `schedule.total_steps` agent steps; returns the final state.
 
-    Each vector step: act in all N games -> store their transitions -> learn. Every count is in
-    agent steps summed over the games, so the replay ratio (one update of `batch_size` per
-    `train_every` agent steps), epsilon, target syncs, logs, evaluations and checkpoints do not
-    depend on N. With games in worker processes (`games.overlaps`), the updates that fall due
-    run while the workers emulate, from the memory as it was before this step's transitions;
-    in-process (N = 1) they run after the store: the exact Nature order.
-
-    `save_checkpoint(state, periodic)` is called every `checkpoint_interval` agent steps, at the
-    end, and when a stop is requested. `evaluate_at(step)` runs every `eval_interval` agent
-    steps; it must not draw from `rng`, so that evaluating never changes the course of training,
-    and returns None when a stop interrupted it. `stop_requested()` returning a signal name ends
-    the run early, with a checkpoint. `start_obs` continues games whose state and replay memory
-    were restored; without it the loop starts new games.
+    `start_obs` continues games whose state and replay memory were restored; without it the
+    loop starts new games. `rng` draws the exploration; `hooks.after_step` returns True when
+    the run must stop (it has written the checkpoint).
     """
     n = games.num_envs
-    epsilon = exploration(config)
-    book = Bookkeeper(learner, config, metrics, state, save_checkpoint, evaluate_at, stop_requested)
-    if state.eval_due is not None:  # interrupted by the stop that ended the last process
-        book.evaluate(state.eval_due)
+    hooks.start(state)
     if start_obs is None:
-        obs = games.reset()
-        replay.start(obs[:, -1])
-    else:
-        obs = start_obs
-
-    while state.step < config.total_steps:
+        start_obs = games.reset()
+        replay.start(start_obs[:, -1])
+    obs = start_obs
+    # With games in worker processes, the updates due run while the workers emulate, from the
+    # memory as it was before this step's transitions (learn, then store); in-process there is
+    # nothing to overlap, and the order is the paper's (store, then learn).
+    learn_while_emulating = games.overlaps
+    while state.step < schedule.total_steps:
         previous = state.step
-        eps = epsilon(previous)
-        actions = select_actions(learner.q_online, obs, eps, games.num_actions, rng, device)
+        epsilon = schedule.epsilon(previous)
+        actions = select_actions(learner.q_online, obs, epsilon, games.num_actions, rng, device)
         games.step_async(actions)
-        if games.overlaps:
-            book.train_learner(previous, previous + n)
+        if learn_while_emulating:
+            learn(learner, schedule, state, previous, previous + n)
         out = games.step_wait()
         state.step = previous + n
+        state.episodes += int(out.ended.sum())
         replay.add_step(
             actions, out.rewards, out.td_terminal, out.ended, out.final_frames, out.next_obs[:, -1]
         )
-        for i in np.flatnonzero(out.ended):
-            state.episodes += 1
-            metrics.episode(state.step, float(out.episode_returns[i]), int(out.episode_lengths[i]))
+        if not learn_while_emulating:
+            learn(learner, schedule, state, previous, state.step)
         obs = out.next_obs
-        if not games.overlaps:
-            book.train_learner(previous, state.step)
-        if book.end_of_step(previous, state.step, eps):
+        if hooks.after_step(previous, state, epsilon, out):
             break
     return state

@@ -34,8 +34,10 @@ from dqn_atari.checkpoint import (
 )
 from dqn_atari.config import EvalConfig, TrainConfig
 from dqn_atari.envs import AtariOptions, AtariPhiEnv, resolve_game
+from dqn_atari.evaluation import EvalResult, evaluate, play_games
+from dqn_atari.hooks import DivergenceError, RunHooks
 from dqn_atari.learner import Learner, prepare_update
-from dqn_atari.loop import DivergenceError, EvalResult, TrainState, evaluate, train
+from dqn_atari.loop import Schedule, TrainState, train
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork, q_function
 from dqn_atari.optim import make_optimizer
@@ -153,19 +155,17 @@ def evaluator(
     def evaluate_at(step: int) -> EvalResult | None:
         # Own game and RNG per evaluation, both seeded by the step: evaluating never shifts the
         # training streams, so a resumed run evaluates and trains as the uninterrupted one.
-        env = AtariPhiEnv(config.env.game, options, seed=config.seed + 1 + step)
-        try:
-            return evaluate(
-                learner.online,  # eager, batch 1: the compiled act forward keeps its N games
-                env,
-                config.eval_episodes,
-                config.algo.eval_epsilon,
-                np.random.default_rng([config.seed, step]),
-                device,
-                stop_requested=stop_requested,
-            )
-        finally:
-            env.close()
+        return play_games(
+            learner.online,  # eager, batch 1: the compiled act forward keeps its N games
+            config.env.game,
+            options,
+            config.eval_episodes,
+            config.algo.eval_epsilon,
+            env_seed=config.seed + 1 + step,
+            rng_seed=[config.seed, step],
+            device=device,
+            stop_requested=stop_requested,
+        )
 
     return evaluate_at
 
@@ -385,21 +385,26 @@ def _train_with(
         )
 
     try:
-        state = train(
-            games=games,
-            learner=learner,
-            replay=replay,
-            config=config,
-            metrics=metrics,
-            state=state,
-            rng=random.numpy,
-            device=device,
+        hooks = RunHooks(
+            config,
+            learner,
+            metrics,
             save_checkpoint=save,
             evaluate_at=record.remember(
                 evaluator(config, learner, device, request.stop_requested),
                 config.algo.eval_epsilon,
             ),
             stop_requested=request.stop_requested,
+        )
+        state = train(
+            games,
+            learner,
+            replay,
+            Schedule.of(config),
+            state,
+            rng=random.numpy,
+            device=device,
+            hooks=hooks,
             start_obs=start_obs,
         )
     except DivergenceError as err:
@@ -435,15 +440,17 @@ def _finish(
     final = None
     if config.final_eval_episodes:
         metrics.message(f"final evaluation: {config.final_eval_episodes} games")
-        final = summary.final_evaluation(
+        # Nature's evaluation at the end of training, with its own game and random stream,
+        # seeded apart from the periodic evaluations.
+        final = play_games(
             learner.online,  # eager, batch 1: the compiled act forward keeps its N games
             config.env.game,
             config.env.for_evaluation(config.eval_max_episode_frames),
             config.final_eval_episodes,
             config.algo.eval_epsilon,
-            config.seed,
-            state.step,
-            request.device,
+            env_seed=config.seed + 2 + state.step,
+            rng_seed=[config.seed, state.step, 1],
+            device=request.device,
             stop_requested=request.stop_requested,
         )
         if final is None:  # stopped: the checkpoint of the last step is already written

@@ -16,13 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from dqn_atari import __version__
-from dqn_atari.envs import AtariOptions, AtariPhiEnv
-from dqn_atari.loop import EvalResult, evaluate
-from dqn_atari.networks import QFunction
+from dqn_atari.evaluation import EvalResult
 
 SUMMARY = "summary.json"
 FORMAT = "dqn-atari/summary-1"
@@ -79,38 +74,6 @@ def is_done(summary: dict[str, Any] | None, total_steps: int, final_eval_episode
     return final_eval_episodes == 0 or (
         evaluation.get("kind") == "final" and evaluation.get("episodes") == final_eval_episodes
     )
-
-
-def final_evaluation(
-    q: QFunction,
-    game: str,
-    options: AtariOptions,
-    episodes: int,
-    epsilon: float,
-    seed: int,
-    step: int,
-    device: torch.device,
-    stop_requested: Callable[[], object] = lambda: None,
-) -> EvalResult | None:
-    """The Nature evaluation at the end of training: `episodes` full games at `epsilon`; None
-    when a stop request interrupted it.
-
-    `options` are the run's own with life-loss terminals and reward clipping off and the game
-    capped as for evaluation. Own game and RNG, seeded apart from the periodic evaluations.
-    """
-    env = AtariPhiEnv(game, options, seed=seed + 2 + step)
-    try:
-        return evaluate(
-            q,
-            env,
-            episodes,
-            epsilon,
-            np.random.default_rng([seed, step, 1]),
-            device,
-            stop_requested=stop_requested,
-        )
-    finally:
-        env.close()
 
 
 def eval_record(kind: str, step: int, epsilon: float, result: EvalResult) -> dict[str, Any]:

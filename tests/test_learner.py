@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from dqn_atari.config import AlgoConfig, ConfigError, TrainConfig
+from dqn_atari.hooks import RunHooks
 from dqn_atari.learner import Learner, prepare_update, td_loss
-from dqn_atari.loop import TrainState, select_actions, train
+from dqn_atari.loop import Schedule, TrainState, select_actions, train
 from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NatureQNetwork
 from dqn_atari.optim import make_optimizer
@@ -221,16 +222,23 @@ def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None
         batch_size=32,
     )
     saved: list[int] = []
+    hooks = RunHooks(
+        config,
+        learner,
+        Metrics(tmp_path, total_steps=4000, progress_interval_s=1e9),
+        save_checkpoint=lambda s, periodic: saved.append(s.step),
+        evaluate_at=None,
+        stop_requested=lambda: None,
+    )
     state = train(
-        games=InProcessGames([RecyclingChain(seed=0)]),
-        learner=learner,
-        replay=replay,
-        config=config,
-        metrics=Metrics(tmp_path, total_steps=4000, progress_interval_s=1e9),
-        state=TrainState(learn_from_step=200),
+        InProcessGames([RecyclingChain(seed=0)]),
+        learner,
+        replay,
+        Schedule.of(config),
+        TrainState(learn_from_step=200),
         rng=np.random.default_rng(0),
         device=torch.device("cpu"),
-        save_checkpoint=lambda s, periodic: saved.append(s.step),
+        hooks=hooks,
     )
     assert state.step == 4000 and state.updates == 3800
     assert saved == [2000, 4000]

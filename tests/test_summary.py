@@ -12,13 +12,12 @@ import torch
 
 from dqn_atari import __version__
 from dqn_atari.envs import AtariOptions
-from dqn_atari.loop import EvalResult
+from dqn_atari.evaluation import EvalResult, play_games
 from dqn_atari.networks import NatureQNetwork, q_function
 from dqn_atari.summary import (
     SUMMARY,
     RunFacts,
     RunRecord,
-    final_evaluation,
     is_done,
     protocol_name,
     read_summary,
@@ -140,14 +139,14 @@ def test_a_stop_request_ends_the_final_evaluation_at_once() -> None:
         return next(asked)
 
     net = NatureQNetwork(6)
-    result = final_evaluation(
+    result = play_games(
         q_function(net, torch.device("cpu")),
         "Pong",
         AtariOptions().for_evaluation(18_000),
         30,
         0.05,
-        seed=0,
-        step=100,
+        env_seed=102,
+        rng_seed=[0, 100, 1],
         device=torch.device("cpu"),
         stop_requested=stop_requested,
     )
