@@ -119,7 +119,7 @@ class DuelingHead(nn.Module):
 
     Each stream is Linear(F, 512) -> ReLU -> Linear(512, .) as in the paper's Atari network
     (section 4.2). Distributional, the streams output `atoms` values per action and eq. 9 holds
-    per atom: on C51's logits as in Rainbow (Hessel et al. 2018, section "Dueling networks"),
+    per atom: on C51's logits as in Rainbow (Hessel et al. 2018, "The Integrated Agent"),
     on QR's quantiles the same way. The gradient entering the torso from the two streams is
     scaled by 1/sqrt(2) (Wang et al. 2016, section 4.2: "we rescale the combined gradient
     entering the last convolutional layer by 1/sqrt(2)"), so the torso's updates keep the size

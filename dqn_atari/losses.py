@@ -158,8 +158,8 @@ def categorical_losses(
 
     a* maximises the expected value sum_i z_i p_i(s_t, a) of the target network, or of the
     online one when `q_t_online` is given (double, as in Rainbow, Hessel et al. 2018). The
-    priority is the cross-entropy itself, as Rainbow's (section "Prioritized replay"; the KL
-    divergence it names differs from it by the entropy of m, which has no gradient).
+    priority is the cross-entropy itself, as Rainbow's (Hessel et al. 2018, "The Integrated
+    Agent": the KL loss, which differs from it by the entropy of m, a constant of the loss).
     """
     _check_transitions(q_tm1.q_values, action_tm1, reward_t, discount_t)
     assert q_tm1.logits is not None and q_t_target.logits is not None, "C51 needs logits"
