@@ -24,6 +24,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from dqn_atari.envs import AtariOptions
+from dqn_atari.heads import DISTRIBUTIONS
 from dqn_atari.networks import PRECISIONS, bf16_supported, compile_error, min_frame_size
 from dqn_atari.preprocessing import ATARI_SCREEN_SHAPE
 
@@ -52,7 +53,15 @@ class AlgoConfig:
 
     name: str = "dqn"  # the algorithm, as recorded in the run's config
     gamma: float = 0.99  # discount per agent step
+    # The DQN family's components; they combine freely (a preset in configs/algo/ names one).
     double: bool = False  # Double DQN bootstrap: the online network picks, the target values
+    dueling: bool = False  # value and advantage streams (Wang et al., 2016)
+    n_step: int = 1  # agent steps of rewards before the bootstrap (Sutton, 1988; Rainbow: 3)
+    distribution: str = "none"  # none | c51 (Bellemare et al., 2017) | qr (Dabney et al., 2018)
+    atoms: int = 51  # C51: atoms of the fixed support
+    v_min: float = -10.0  # C51: the support's ends, in (clipped) return units
+    v_max: float = 10.0
+    quantiles: int = 200  # QR-DQN: quantiles per action
     optimizer: str = "rmsprop"  # rmsprop (DeepMind's centered RMSProp) | adam
     lr: float = 2.5e-4  # learning rate
     rmsprop_alpha: float = 0.95  # decay of the gradient and squared-gradient averages
@@ -61,7 +70,8 @@ class AlgoConfig:
     # 32 transitions, which are 32x the mean's: 0.01 / 32**2 here, as in DQN Zoo (Dopamine: 1e-5).
     rmsprop_eps: float = 0.01 / 32**2
     adam_eps: float = 1.5e-4  # Adam epsilon (with optimizer=adam)
-    huber_delta: float = 1.0  # TD error clipped to [-1, 1] = Huber loss with delta 1
+    # TD error clipped to [-1, 1] = Huber loss with delta 1; QR-DQN's kappa (Dabney et al.: 1)
+    huber_delta: float = 1.0
     max_grad_norm: float | None = None  # clip the global gradient norm to this; None = off
     train_every: int = 4  # agent steps between gradient updates (replay ratio 1/4)
     target_update_interval: int = 10_000  # agent steps between target network syncs
@@ -298,6 +308,18 @@ def check_algo(algo: AlgoConfig) -> None:
             "algo.eval_epsilon": algo.eval_epsilon,
         }
     )
+    _at_least({"algo.n_step": algo.n_step, "algo.quantiles": algo.quantiles}, 1)
+    _at_least({"algo.atoms": algo.atoms}, 2)
+    if algo.distribution not in DISTRIBUTIONS:
+        raise ConfigError(
+            f"algo.distribution must be one of {', '.join(DISTRIBUTIONS)}, got "
+            f"'{algo.distribution}'"
+        )
+    if not (math.isfinite(algo.v_min) and math.isfinite(algo.v_max) and algo.v_min < algo.v_max):
+        raise ConfigError(
+            f"algo.v_min and algo.v_max must be finite with v_min < v_max, got {algo.v_min} "
+            f"and {algo.v_max}"
+        )
     if algo.optimizer not in OPTIMIZERS:
         raise ConfigError(
             f"algo.optimizer must be one of {', '.join(OPTIMIZERS)}, got '{algo.optimizer}'"

@@ -10,53 +10,55 @@ once and replayed as a single CUDA graph per update.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dqn_atari.config import AlgoConfig, ConfigError
-from dqn_atari.networks import QFunction, autocast_forward, q_function
+from dqn_atari.losses import (
+    LossOutput,
+    QOutput,
+    categorical_losses,
+    categorical_support,
+    q_learning_losses,
+    quantile_losses,
+)
+from dqn_atari.networks import NetForward, autocast_forward, q_function
 from dqn_atari.optim import Optimizer, OptimizerStateError
 from dqn_atari.perf import CudaGraphCall
 from dqn_atari.replay import Batch
 
-
-class TDLoss(NamedTuple):
-    loss: Tensor  # scalar, differentiable w.r.t. the online network
-    q_taken: Tensor  # (B,) Q(s_tm1, a_tm1), detached, for logging
+LossFn = Callable[[QOutput, Tensor, Tensor, Tensor, QOutput, QOutput | None], LossOutput]
 
 
-def td_loss(
-    online: QFunction,
-    target: QFunction,
-    batch: Batch,
-    gamma: float,
-    double: bool = False,
-    huber_delta: float = 1.0,
-) -> TDLoss:
-    """Mean Huber loss between Q(s_tm1, a_tm1) and r_t + gamma * discount_t * max_a Q'(s_t, a).
+def loss_function(algo: AlgoConfig, device: torch.device) -> LossFn:
+    """The algorithm's per-transition loss (`losses.py`): DQN's Huber TD error, C51's
+    cross-entropy to the projected target distribution, or QR-DQN's quantile Huber loss.
+    `algo.huber_delta` is the Huber threshold of both DQN (the Nature error clip) and QR-DQN
+    (its kappa)."""
+    if algo.distribution == "c51":
+        support = categorical_support(algo.atoms, algo.v_min, algo.v_max).to(device)
+        return functools.partial(categorical_losses, support=support)
+    if algo.distribution == "qr":
+        return functools.partial(quantile_losses, kappa=algo.huber_delta)
+    return functools.partial(q_learning_losses, huber_delta=algo.huber_delta)
 
-    With `double`, the online network picks the bootstrap action and the target network values
-    it (van Hasselt et al., 2016). Huber with delta 1 is the Nature paper's error clipping to
-    [-1, 1] expressed as a loss.
-    """
-    batch_size = batch.action_tm1.shape[0]
+
+def batch_losses(
+    online: NetForward, target: NetForward, batch: Batch, loss: LossFn, double: bool
+) -> LossOutput:
+    """The per-transition losses of one batch, a pure function of the two networks' forwards:
+    the online network at s_tm1 (differentiated), the target network at s_t, and with `double`
+    the online network at s_t to pick the bootstrap action (van Hasselt et al., 2016)."""
     q_tm1 = online(batch.obs_tm1)
-    assert q_tm1.shape[0] == batch_size, q_tm1.shape
-    q_taken = q_tm1.gather(1, batch.action_tm1[:, None]).squeeze(1)
+    assert q_tm1.q_values.shape[0] == batch.action_tm1.shape[0], q_tm1.q_values.shape
     with torch.no_grad():
         q_t_target = target(batch.obs_t)
-        if double:
-            best = online(batch.obs_t).argmax(dim=1, keepdim=True)
-            bootstrap = q_t_target.gather(1, best).squeeze(1)
-        else:
-            bootstrap = q_t_target.max(dim=1).values
-        td_target = batch.reward_t + gamma * batch.discount_t * bootstrap
-    loss = F.huber_loss(q_taken, td_target, delta=huber_delta)
-    return TDLoss(loss=loss, q_taken=q_taken.detach())
+        q_t_online = online(batch.obs_t) if double else None
+    return loss(q_tm1, batch.action_tm1, batch.reward_t, batch.discount_t, q_t_target, q_t_online)
 
 
 def clip_grad_norm_(grads: list[Tensor], max_norm: float) -> None:
@@ -110,9 +112,9 @@ class Learner:
         self.params: list[Tensor] = [p for _, p in online.named_parameters()]
         self.target_params: list[Tensor] = list(self.target.parameters())
         self._precision = precision
+        self.loss = loss_function(algo, device)
         self.loss_sum = torch.zeros((), device=device)
         self.q_sum = torch.zeros((), device=device)
-        self.last_loss = torch.zeros((), device=device)
         self.updates_since_log = 0
         self._backend = compile_backend
         self.set_speed(compile, cuda_graph)
@@ -126,12 +128,11 @@ class Learner:
         # Acting runs in fp32 whatever the update's precision: at batch 1 to N, bf16's casts
         # cost more than they save.
         self.q_online = q_function(self.online, self.device, "fp32", compile, self._backend)
-        self._train_on: Callable[[Batch], None] = self._train_on_batch
+        # Evaluation plays one game at batch 1: eagerly, so the compiled act forward keeps the
+        # one shape it was compiled for (the number of games) and never recompiles.
+        self.q_eval = q_function(self.online, self.device, "fp32")
         update: Callable[[], None] = self._sample_and_train
         if compile:
-            self._train_on = torch.compile(
-                self._train_on_batch, fullgraph=True, backend=self._backend
-            )
             update = torch.compile(self._sample_and_train, fullgraph=True, backend=self._backend)
         self._update = update
         self._step: Callable[[], None] = (
@@ -141,7 +142,7 @@ class Learner:
     def _written_tensors(self) -> list[Tensor]:
         """Every tensor an update writes in place: weights, optimizer state, running sums and
         the sampler's counter."""
-        tensors = [*self.params, self.loss_sum, self.q_sum, self.last_loss]
+        tensors = [*self.params, self.loss_sum, self.q_sum]
         for value in self.optimizer.state_dict().values():
             tensors += [t for t in (value if isinstance(value, list) else [value])
                         if isinstance(t, Tensor)]  # fmt: skip
@@ -176,69 +177,63 @@ class Learner:
     # ------------------------------------------------------------------ the update
 
     def _loss_and_grads(self, batch: Batch) -> tuple[Tensor, Tensor, list[Tensor]]:
-        a, precision, device = self.algo, self._precision, self.device
+        """The batch's mean loss, its mean Q(s, a), and the gradients of the mean loss."""
+        precision, device, double = self._precision, self.device, self.algo.double
         target = autocast_forward(self.target, device, precision)
         if not self.compiled:
             online = autocast_forward(self.online, device, precision)
-            out = td_loss(online, target, batch, a.gamma, a.double, a.huber_delta)
+            out = batch_losses(online, target, batch, self.loss, double)
+            loss = out.per_transition.mean()
             # Tensor.backward rather than autograd.grad: on a loaded 2-core CPU, autograd.grad
             # gave last-bit differences between a run and its exact resume of 2 games (4 of 19
             # resumes), backward none (0 of 10). In a CUDA graph capture, backward fills .grad
             # from the graph's own memory, which every replay reuses.
             for param in self.params:
                 param.grad = None
-            out.loss.backward()
+            loss.backward()
             grads = [param.grad for param in self.params]
             assert all(g is not None for g in grads)
-            return out.loss.detach(), out.q_taken, grads  # type: ignore[return-value]
+            return loss.detach(), out.q_taken, grads  # type: ignore[return-value]
 
         # Compiled: the same loss differentiated with torch.func, which dynamo traces whole
         # (Tensor.backward and autograd.grad would break the graph on most torch versions).
         def loss_of(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-            def online(obs: Tensor) -> Tensor:
-                return torch.func.functional_call(self.online, params, (obs,))
+            def online(obs: Tensor) -> QOutput:
+                out: QOutput = torch.func.functional_call(self.online, params, (obs,))
+                return out
 
-            out = td_loss(
-                autocast_forward(online, device, precision),
-                target,
-                batch,
-                a.gamma,
-                a.double,
-                a.huber_delta,
+            out = batch_losses(
+                autocast_forward(online, device, precision), target, batch, self.loss, double
             )
-            return out.loss, out.q_taken
+            return out.per_transition.mean(), out.q_taken
 
         params = {name: p.detach() for name, p in zip(self._names, self.params, strict=True)}
         grads, (loss, q_taken) = torch.func.grad_and_value(loss_of, has_aux=True)(params)
         return loss.detach(), q_taken, [grads[name] for name in self._names]
 
-    def _train_on_batch(self, batch: Batch) -> None:
+    def _sample_and_train(self) -> None:
+        """The whole update, one function with static shapes and no host sync: sample a batch
+        on the device, rebuild its stacks, the loss and its gradients, the optimizer step and
+        the running sums."""
+        assert self.replay is not None
+        batch = self.replay.gather(self.replay.sample_slots(self.batch_size))
+        # The replay's discount_t is 0 or 1; the losses take gamma^k folded in.
+        batch = batch._replace(discount_t=batch.discount_t * self.algo.gamma)
         loss, q_taken, grads = self._loss_and_grads(batch)
         if self.algo.max_grad_norm is not None:
             clip_grad_norm_(grads, self.algo.max_grad_norm)
         with torch.no_grad():
             self.optimizer.step_(self.params, grads)
-            self.last_loss.copy_(loss)
             self.loss_sum.add_(loss)
             self.q_sum.add_(q_taken.mean())
-
-    def _sample_and_train(self) -> None:
-        assert self.replay is not None
-        self._train_on_batch(self.replay.gather(self.replay.sample_slots(self.batch_size)))
 
     def update(self) -> None:
         """One update on a batch sampled from the replay memory."""
         if self.replay is None:
-            raise RuntimeError("this learner has no replay memory to sample from; use update_on")
+            raise RuntimeError("this learner has no replay memory to sample from")
         self.replay.prepare_sample(self.batch_size)  # host side: checks, uniforms on the device
         self._step()
         self.updates_since_log += 1
-
-    def update_on(self, batch: Batch) -> Tensor:
-        """One update on `batch` (not graph-replayed); returns its loss (a device scalar)."""
-        self._train_on(batch)
-        self.updates_since_log += 1
-        return self.last_loss.clone()
 
     def take_means(self) -> tuple[Tensor, Tensor] | None:
         """Mean loss and mean Q(s, a) over the updates since the last call (device scalars),

@@ -1,15 +1,22 @@
-"""The Nature DQN Q-network (Mnih et al., 2015), and how it is run fast."""
+"""The Q-networks: the Nature torso (Mnih et al., 2015) with the DQN family's heads, built in
+one place from a recorded spec, and how they are run fast."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from dqn_atari.heads import DuelingHead, LinearFactory, NoisyLinear, QHead, ValueDistribution
+from dqn_atari.losses import QOutput
+
 QFunction = Callable[[torch.Tensor], torch.Tensor]  # uint8 observations -> float32 Q-values
+NetForward = Callable[[torch.Tensor], QOutput]  # uint8 observations -> a network's whole output
 PRECISIONS = ("fp32", "bf16")
 # Nature DQN's convolutions as (output channels, kernel side, stride), pixels, no padding.
 CONV_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
@@ -27,36 +34,103 @@ def min_frame_size() -> int:
     return side
 
 
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Which Q-network a run trains, as a checkpoint records it: `dqn-eval` rebuilds the
+    network from the checkpoint alone (`build_network(NetworkSpec.from_dict(...))`)."""
+
+    num_actions: int
+    frames: int = 4  # stacked phi frames (agent history length)
+    frame_size: int = 84  # pixels, side of a phi frame
+    dueling: bool = False  # value and advantage streams (Wang et al., 2016)
+    distribution: str = "none"  # none | c51 (Bellemare et al., 2017) | qr (Dabney et al., 2018)
+    atoms: int = 1  # outputs per action: C51's atoms, QR-DQN's quantiles; 1 for none
+    v_min: float = -10.0  # C51's support, return units
+    v_max: float = 10.0
+    noisy: bool = False  # factorised NoisyLinear dense layers (Fortunato et al., 2018)
+    sigma0: float = 0.5  # initial noise scale of the noisy layers
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> NetworkSpec:
+        """A recorded spec, checked field by field: ValueError names what is wrong."""
+        if not isinstance(values, dict):
+            raise ValueError(f"the network spec is {type(values).__name__}, not a mapping")
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"the network spec has unknown fields {unknown}")
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "int": int, "float": (int, float), "bool": bool, "str": str,
+        }  # fmt: skip
+        for name, value in values.items():
+            kind = kinds[str(known[name])]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"the network spec's {name} is {value!r}")
+        return cls(**values)
+
+    @property
+    def value_distribution(self) -> ValueDistribution:
+        return ValueDistribution(self.distribution, self.atoms, self.v_min, self.v_max)
+
+
 class NatureQNetwork(nn.Module):
-    """conv 32x8x8/4 -> conv 64x4x4/2 -> conv 64x3x3/1 -> fc 512 -> one Q-value per action.
+    """The Nature torso (conv 32x8x8/4 -> conv 64x4x4/2 -> conv 64x3x3/1, ReLUs, flatten) and a
+    head: the Nature one (fc 512 -> one value per action), dueling streams, C51's logits or
+    QR-DQN's quantiles, with noisy dense layers or not (`heads.py`). Returns a QOutput; acting
+    reads its q_values.
 
     Takes uint8 observations (B, frames, size, size) and scales them to [0, 1] inside `forward`,
-    so the replay memory and the acting path move bytes, not floats.
+    so the replay memory and the acting path move bytes, not floats. The plain network's
+    parameters keep 0.1's names (`features.*`, `head.0.*`, `head.2.*`).
     """
 
-    def __init__(self, num_actions: int, frames: int = 4, frame_size: int = 84) -> None:
+    def __init__(
+        self,
+        num_actions: int,
+        frames: int = 4,
+        frame_size: int = 84,
+        *,
+        spec: NetworkSpec | None = None,
+    ) -> None:
         super().__init__()
-        self.num_actions = num_actions
-        self.frames = frames
-        self.frame_size = frame_size
-        if frame_size < (smallest := min_frame_size()):
+        spec = spec or NetworkSpec(num_actions, frames, frame_size)
+        self.spec = spec
+        self.num_actions = spec.num_actions
+        self.frames = spec.frames
+        self.frame_size = spec.frame_size
+        if spec.frame_size < (smallest := min_frame_size()):
             raise ValueError(
                 f"frame_size must be >= {smallest} pixels for the Nature network's convolutions, "
-                f"got {frame_size}"
+                f"got {spec.frame_size}"
             )
         layers: list[nn.Module] = []
-        channels = frames
+        channels = spec.frames
         for out_channels, kernel, stride in CONV_LAYERS:
             layers += [nn.Conv2d(channels, out_channels, kernel, stride), nn.ReLU()]
             channels = out_channels
         self.features = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():  # the flattened size follows from the input size: 3136 at 84x84
-            flat = self.features(torch.zeros(1, frames, frame_size, frame_size)).shape[1]
-        self.head = nn.Sequential(nn.Linear(flat, 512), nn.ReLU(), nn.Linear(512, num_actions))
+            flat = self.features(torch.zeros(1, spec.frames, spec.frame_size, spec.frame_size))
+        linear: LinearFactory = nn.Linear
+        if spec.noisy:
+            linear = functools.partial(NoisyLinear, sigma0=spec.sigma0)
+        head = DuelingHead if spec.dueling else QHead
+        self.head = head(
+            flat.shape[1], spec.num_actions, distribution=spec.value_distribution, linear=linear
+        )
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor) -> QOutput:
         assert obs.shape[1:] == (self.frames, self.frame_size, self.frame_size), obs.shape
-        return self.head(self.features(obs.float() / 255.0))
+        out: QOutput = self.head(self.features(obs.float() / 255.0))
+        return out
+
+
+def build_network(spec: NetworkSpec) -> NatureQNetwork:
+    """The one place a Q-network is made, from its spec."""
+    return NatureQNetwork(spec.num_actions, spec=spec)
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -92,9 +166,9 @@ def compile_error(device: torch.device) -> str | None:
     return None
 
 
-def autocast_forward(forward: QFunction, device: torch.device, precision: str) -> QFunction:
-    """`forward` under bf16 autocast when `precision` is bf16 (Q-values back as float32, so
-    TD targets are computed in full precision); `forward` itself for fp32.
+def autocast_forward(forward: NetForward, device: torch.device, precision: str) -> NetForward:
+    """`forward` under bf16 autocast when `precision` is bf16 (outputs back as float32, so TD
+    targets are computed in full precision); `forward` itself for fp32.
 
     The autocast cache stays off: it keeps casts of the weights between forwards, which a
     captured CUDA graph must not rely on (PyTorch's CUDA-graph notes ask for cache_enabled=False).
@@ -104,9 +178,14 @@ def autocast_forward(forward: QFunction, device: torch.device, precision: str) -
     if precision == "fp32":
         return forward
 
-    def bf16_forward(obs: torch.Tensor) -> torch.Tensor:
+    def bf16_forward(obs: torch.Tensor) -> QOutput:
         with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
-            return forward(obs).float()
+            out = forward(obs)
+        return QOutput(
+            out.q_values.float(),
+            None if out.logits is None else out.logits.float(),
+            None if out.quantiles is None else out.quantiles.float(),
+        )
 
     return bf16_forward
 
@@ -118,14 +197,18 @@ def q_function(
     compile: bool = False,
     backend: str | Callable[..., object] = "inductor",
 ) -> QFunction:
-    """`net`'s forward as used for acting: optionally compiled, optionally in bf16.
+    """`net`'s Q-values as used for acting: optionally compiled, optionally in bf16.
 
     The parameters stay `net`'s own (float32; the optimizer and checkpoints see only them).
     """
-    forward: QFunction = net
+    forward = autocast_forward(net, device, precision)
+
+    def q_values(obs: torch.Tensor) -> torch.Tensor:
+        return forward(obs).q_values
+
     if compile:
         # On CUDA, "reduce-overhead" also captures CUDA graphs: one launch per forward. The
         # batch is the number of games, fixed for a run (no dynamic shapes, no recompiles).
         mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
-        forward = torch.compile(net, mode=mode, backend=backend, dynamic=False)
-    return autocast_forward(forward, device, precision)
+        return torch.compile(q_values, mode=mode, backend=backend, dynamic=False)
+    return q_values

@@ -156,7 +156,7 @@ def evaluator(
         # Own game and RNG per evaluation, both seeded by the step: evaluating never shifts the
         # training streams, so a resumed run evaluates and trains as the uninterrupted one.
         return play_games(
-            learner.online,  # eager, batch 1: the compiled act forward keeps its N games
+            learner.q_eval,
             config.env.game,
             options,
             config.eval_episodes,
@@ -443,7 +443,7 @@ def _finish(
         # Nature's evaluation at the end of training, with its own game and random stream,
         # seeded apart from the periodic evaluations.
         final = play_games(
-            learner.online,  # eager, batch 1: the compiled act forward keeps its N games
+            learner.q_eval,
             config.env.game,
             config.env.for_evaluation(config.eval_max_episode_frames),
             config.final_eval_episodes,

@@ -296,7 +296,7 @@ def test_the_smallest_screen_size_is_the_networks_own() -> None:
     # stride + kernel: 3x3/1 -> 3, 4x4/2 -> (3 - 1) * 2 + 4 = 8, 8x8/4 -> (8 - 1) * 4 + 8 = 36.
     assert min_frame_size() == 36
     net = NatureQNetwork(num_actions=4, frames=4, frame_size=36)
-    assert net(torch.zeros(2, 4, 36, 36, dtype=torch.uint8)).shape == (2, 4)
+    assert net(torch.zeros(2, 4, 36, 36, dtype=torch.uint8)).q_values.shape == (2, 4)
     with pytest.raises(ValueError, match="36"):
         NatureQNetwork(num_actions=4, frames=4, frame_size=35)
     validate_train(train_config("env.screen_size=36"))

@@ -238,7 +238,8 @@ def _updates(learner, count: int, sync_at: int = 3) -> tuple[list[float], list[t
     losses = []
     for i in range(count):
         learner.update()
-        losses.append(learner.last_loss.item())
+        means = learner.take_means()  # of the one update since the last call
+        losses.append(means[0].item())
         if i == sync_at:
             learner.sync_target()
     return losses, [p.detach().cpu().clone() for p in learner.online.parameters()]

@@ -58,20 +58,34 @@ def test_scale_gradient_is_the_identity_forward_and_scales_the_gradient_exactly(
 # ---------------------------------------------------------------------- the Nature head
 
 
-def test_the_plain_head_keeps_todays_state_dict_and_loads_todays_checkpoints() -> None:
+class _Network_0_2(nn.Module):
+    """dqn-atari 0.2's Nature network as it was written: the checkpoint layout to keep."""
+
+    def __init__(self, num_actions: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(4, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten(),
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.Linear(3136, 512), nn.ReLU(), nn.Linear(512, num_actions))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(obs.float() / 255.0))
+
+
+def test_the_plain_network_keeps_0_2s_state_dict_and_loads_its_checkpoints() -> None:
     torch.manual_seed(0)
-    today = NatureQNetwork(num_actions=6)  # head: Sequential(Linear(3136, 512), ReLU, Linear)
-    saved = today.state_dict()
-    rebuilt = NatureQNetwork(num_actions=6)
-    rebuilt.head = QHead(3136, 6)
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
-        k: v.shape for k, v in saved.items()
+    old = _Network_0_2(num_actions=6)
+    net = NatureQNetwork(num_actions=6)
+    assert isinstance(net.head, QHead)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {
+        k: v.shape for k, v in old.state_dict().items()
     }
-    rebuilt.load_state_dict(saved)  # strict: the same keys, nothing missing or unexpected
-    features = torch.rand(2, 3136)
-    out = rebuilt.head(features)
+    net.load_state_dict(old.state_dict())  # strict: the same keys, nothing missing or unexpected
+    obs = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    out = net(obs)
     assert isinstance(out, QOutput) and out.logits is None and out.quantiles is None
-    assert torch.equal(out.q_values, today.head(features))
+    assert torch.equal(out.q_values, old(obs))
 
 
 def test_a_c51_head_reads_out_the_expected_value_of_its_softmax() -> None:

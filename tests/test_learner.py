@@ -1,4 +1,5 @@
-"""TD loss against hand-computed Bellman targets; the learner and loop on the recycling chain."""
+"""The learner: an update and a target sync, the loop on the recycling chain (it must reach Q*),
+and compiling the update at start-up."""
 
 from __future__ import annotations
 
@@ -13,98 +14,34 @@ from torch import nn
 
 from dqn_atari.config import AlgoConfig, ConfigError, TrainConfig
 from dqn_atari.hooks import RunHooks
-from dqn_atari.learner import Learner, prepare_update, td_loss
+from dqn_atari.learner import Learner, prepare_update
 from dqn_atari.loop import Schedule, TrainState, select_actions, train
+from dqn_atari.losses import QOutput
 from dqn_atari.metrics import Metrics
-from dqn_atari.networks import NatureQNetwork
+from dqn_atari.networks import NatureQNetwork, q_function
 from dqn_atari.optim import make_optimizer
-from dqn_atari.replay import Batch, ReplayMemory
+from dqn_atari.replay import ReplayMemory
 from dqn_atari.schedules import LinearSchedule
 from dqn_atari.vector import InProcessGames
-
-
-class TableQ(nn.Module):
-    """Q(s, .) = table[s] for integer states: Q-values known exactly, for hand computation."""
-
-    def __init__(self, table: list[list[float]]) -> None:
-        super().__init__()
-        self.table = nn.Parameter(torch.tensor(table))
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.table[state]
-
-
-def _batch(s_tm1, a_tm1, r_t, discount_t, s_t) -> Batch:
-    return Batch(
-        obs_tm1=torch.tensor(s_tm1),
-        action_tm1=torch.tensor(a_tm1),
-        reward_t=torch.tensor(r_t, dtype=torch.float32),
-        discount_t=torch.tensor(discount_t, dtype=torch.float32),
-        obs_t=torch.tensor(s_t),
-    )
-
-
-ONLINE = [[3.0, 1.0], [0.5, 4.0], [-0.5, 2.0]]
-TARGET = [[0.0, 0.0], [2.0, 5.0], [1.0, 7.0]]
-
-
-def test_td_loss_matches_hand_computed_bellman_targets() -> None:
-    batch = _batch(
-        s_tm1=[0, 2, 1],
-        a_tm1=[0, 0, 1],
-        r_t=[1.0, -1.0, 0.5],
-        discount_t=[1.0, 0.0, 1.0],
-        s_t=[1, 1, 0],
-    )
-    out = td_loss(TableQ(ONLINE), TableQ(TARGET), batch, gamma=0.99)
-    # Non-terminal: target 1 + 0.99 * max(2, 5) = 5.95; Q = 3; |error| 2.95 > 1 -> 2.95 - 0.5.
-    # Terminal: target -1 (no bootstrap); Q = -0.5; |error| 0.5 -> 0.5 * 0.5^2 = 0.125.
-    # Non-terminal: target 0.5 + 0.99 * max(0, 0) = 0.5; Q = 4; |error| 3.5 -> 3.0.
-    expected = (2.45 + 0.125 + 3.0) / 3
-    assert out.loss.item() == pytest.approx(expected, abs=1e-5)
-    assert out.q_taken.tolist() == [3.0, -0.5, 4.0]
-
-
-def test_double_dqn_lets_the_online_network_pick_the_bootstrap_action() -> None:
-    # Online picks action 1 in state 1 (4.0 > 0.5), which the target values at 5.0, and
-    # action 0 in state 2 (2.0 > -0.5), which the target values at 1.0 (its max is 7.0).
-    online = [[3.0, 1.0], [0.5, 4.0], [2.0, -0.5]]
-    batch = _batch(s_tm1=[0, 0], a_tm1=[0, 0], r_t=[0.0, 0.0], discount_t=[1.0, 1.0], s_t=[1, 2])
-    single = td_loss(TableQ(online), TableQ(TARGET), batch, gamma=0.5, double=False)
-    double = td_loss(TableQ(online), TableQ(TARGET), batch, gamma=0.5, double=True)
-    # Targets: max -> 0.5 * 5 = 2.5 and 0.5 * 7 = 3.5; double -> 0.5 * 5 = 2.5, 0.5 * 1 = 0.5.
-    # Q = 3 for both; errors 0.5, -0.5 (single) and 0.5, 2.5 (double).
-    assert single.loss.item() == pytest.approx((0.125 + 0.125) / 2, abs=1e-6)
-    assert double.loss.item() == pytest.approx((0.125 + 2.0) / 2, abs=1e-6)
-
-
-def test_huber_gradient_is_the_td_error_clipped_to_one() -> None:
-    online = TableQ(ONLINE)
-    batch = _batch(s_tm1=[0, 2], a_tm1=[0, 0], r_t=[1.0, -1.0], discount_t=[1.0, 0.0], s_t=[1, 1])
-    td_loss(online, TableQ(TARGET), batch, gamma=0.99).loss.backward()
-    grad = online.table.grad
-    assert grad is not None
-    # dL/dQ = clip(Q - target, -1, 1) / batch: (3 - 5.95) -> -1; (-0.5 - -1) -> 0.5.
-    assert grad[0, 0].item() == pytest.approx(-1.0 / 2)
-    assert grad[2, 0].item() == pytest.approx(0.5 / 2)
-    assert grad[1].abs().sum().item() == 0.0  # the target side gets no gradient
 
 
 def test_update_moves_online_only_and_sync_copies_it() -> None:
     torch.manual_seed(0)
     net = NatureQNetwork(num_actions=4)
-    learner = Learner(net, make_optimizer(AlgoConfig(), list(net.parameters())), AlgoConfig())
-    batch = Batch(
-        obs_tm1=torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8),
-        action_tm1=torch.randint(0, 4, (8,)),
-        reward_t=torch.ones(8),
-        discount_t=torch.ones(8),
-        obs_t=torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8),
-    )
+    replay = ReplayMemory(capacity=100, seed=0, max_batch_size=8)
+    rng = np.random.default_rng(0)
+    replay.start(rng.integers(0, 256, (1, 84, 84), dtype=np.uint8))
+    no = np.zeros(1, np.bool_)
+    for _ in range(20):
+        frame = rng.integers(0, 256, (1, 84, 84), dtype=np.uint8)
+        replay.add_step(rng.integers(4, size=1), np.ones(1), no, no, frame, frame)
+    algo = AlgoConfig()
+    learner = Learner(net, make_optimizer(algo, list(net.parameters())), algo, replay, batch_size=8)
     target_before = [p.clone() for p in learner.target.parameters()]
     online_before = [p.clone() for p in learner.online.parameters()]
-    loss = learner.update_on(batch)
-    assert torch.isfinite(loss)
+    learner.update()
+    means = learner.take_means()
+    assert means is not None and torch.isfinite(means[0])
     assert all(
         torch.equal(a, b) for a, b in zip(target_before, learner.target.parameters(), strict=True)
     )
@@ -122,10 +59,11 @@ def test_nature_network_shapes_and_uint8_scaling() -> None:
     net = NatureQNetwork(num_actions=6)
     assert net.head[0].in_features == 64 * 7 * 7  # derived by a dummy forward, not hard-coded
     obs = torch.full((2, 4, 84, 84), 255, dtype=torch.uint8)
-    assert torch.allclose(net(obs), net(torch.ones(2, 4, 84, 84) * 255.0))
-    assert net(obs).shape == (2, 6)
+    q = net(obs).q_values
+    assert torch.allclose(q, net(torch.ones(2, 4, 84, 84) * 255.0).q_values)
+    assert q.shape == (2, 6)
     small = NatureQNetwork(num_actions=3, frames=2, frame_size=64)
-    assert small(torch.zeros(1, 2, 64, 64, dtype=torch.uint8)).shape == (1, 3)
+    assert small(torch.zeros(1, 2, 64, 64, dtype=torch.uint8)).q_values.shape == (1, 3)
 
 
 def test_epsilon_schedule_nature_values() -> None:
@@ -143,7 +81,8 @@ LEFT, RIGHT = 0, 1
 
 
 class RecyclingChain(gym.Env):
-    """RECIPE.md's 5-state chain: S1 (can, +2) and S5 (bin, +10) end it; entering S4 gives +1.
+    """The 5-state recycling chain of Q-learning courses: S1 (can, +2) and S5 (bin, +10) end
+    it; entering S4 gives +1; discount 0.9.
 
     Observations are one-hot "frames" of shape (stack=1, 1, 5), uint8 255 for the current state,
     so the real replay memory and loop run on it unchanged.
@@ -184,8 +123,8 @@ class ChainQ(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(5, 64), nn.ReLU(), nn.Linear(64, 2))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(obs.float() / 255.0)
+    def forward(self, obs: torch.Tensor) -> QOutput:
+        return QOutput(self.body(obs.float() / 255.0))
 
 
 Q_STAR = {1: (2.0, 9.0), 2: (8.1, 10.0), 3: (9.0, 10.0)}  # S2, S3, S4 (index 1, 2, 3)
@@ -248,7 +187,7 @@ def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None
         for s in (1, 2, 3):
             obs = np.zeros((1, 1, 1, 5), np.uint8)
             obs[..., s] = 255
-            q[s] = net(torch.from_numpy(obs))[0].tolist()
+            q[s] = net(torch.from_numpy(obs)).q_values[0].tolist()
     for s, (left, right) in Q_STAR.items():
         assert q[s][LEFT] == pytest.approx(left, abs=0.3), (s, q[s])
         assert q[s][RIGHT] == pytest.approx(right, abs=0.3), (s, q[s])
@@ -259,7 +198,14 @@ def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None
     actions = []
     for _ in range(3):
         action = int(
-            select_actions(net, obs[None], 0.0, 2, np.random.default_rng(0), torch.device("cpu"))[0]
+            select_actions(
+                q_function(net, torch.device("cpu")),
+                obs[None],
+                0.0,
+                2,
+                np.random.default_rng(0),
+                torch.device("cpu"),
+            )[0]
         )
         actions.append(action)
         obs, _, terminated, _, _ = env.step(action)
@@ -276,8 +222,8 @@ class TinyQ(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(obs.float() / 255.0)
+    def forward(self, obs: torch.Tensor) -> QOutput:
+        return QOutput(self.body(obs.float() / 255.0))
 
 
 def _tiny_learner(compile: bool, backend: Any = "inductor") -> Learner:
@@ -306,7 +252,9 @@ def _losses(learner: Learner, updates: int) -> list[float]:
     losses = []
     for _ in range(updates):
         learner.update()
-        losses.append(learner.last_loss.item())
+        means = learner.take_means()  # of the one update since the last call
+        assert means is not None
+        losses.append(means[0].item())
     return losses
 
 

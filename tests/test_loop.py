@@ -14,6 +14,7 @@ from torch import nn
 
 from dqn_atari.config import AlgoConfig, TrainConfig
 from dqn_atari.learner import Learner
+from dqn_atari.losses import QOutput
 from dqn_atari.loop import Schedule, TrainState, learn, train
 from dqn_atari.optim import make_optimizer
 from dqn_atari.replay import ReplayMemory
@@ -50,8 +51,8 @@ class CorridorQ(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(obs.float() / 255.0)
+    def forward(self, obs: torch.Tensor) -> QOutput:
+        return QOutput(self.body(obs.float() / 255.0))
 
 
 class Recorder:
