@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
 from multiprocessing import connection, forkserver, resource_tracker, util
 from multiprocessing.process import BaseProcess
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -31,7 +33,7 @@ import numpy.typing as npt
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState, _async_worker
 
-from dqn_atari.envs import AtariOptions, AtariPhiEnv
+from dqn_atari.envs import AtariOptions, AtariPhiEnv, state_arrays, state_tensors
 from dqn_atari.sweep import preemption_signal
 
 Frames = npt.NDArray[np.uint8]
@@ -175,6 +177,22 @@ def _start_fork_server() -> None:
         forkserver.ensure_running()
 
 
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While the fork server and the workers start. multiprocessing would run the main module
+    again in each worker (`dqn-train`'s is the whole CLI: torch and Hydra, about 190 MB and
+    seconds of imports a worker, most of a stop's wait while they start), though nothing a
+    worker runs comes from it: the game and the worker function are named by their modules."""
+    main = sys.modules["__main__"]
+    saved: dict[str, Any] = {n: vars(main)[n] for n in ("__spec__", "__file__") if n in vars(main)}
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
 def _worker_ignoring_stops(*args: Any) -> None:
     """gymnasium's worker, in a process that leaves the stop signals to the training process.
     (Set here, in the worker: gymnasium also builds game 0 once in the training process.)"""
@@ -224,13 +242,14 @@ class _Workers(AsyncVectorEnv):
         try:
             # forkserver: workers start from a clean process, not a fork of one whose torch and
             # OpenCV thread pools are already running.
-            _start_fork_server()
-            super().__init__(
-                fns,
-                autoreset_mode=AutoresetMode.SAME_STEP,
-                context="forkserver",
-                worker=_worker_ignoring_stops,
-            )
+            with _main_module_hidden():
+                _start_fork_server()
+                super().__init__(
+                    fns,
+                    autoreset_mode=AutoresetMode.SAME_STEP,
+                    context="forkserver",
+                    worker=_worker_ignoring_stops,
+                )
         except BaseException as err:  # a worker died while starting, or a second Ctrl-C
             self.broken = True
             self.close()
@@ -315,10 +334,14 @@ class WorkerGames:
         num_envs: int,
         states: list[dict[str, Any]] | None = None,
     ) -> None:
+        # Plain AtariOptions and arrays: unpickling config.EnvConfig or tensors would import
+        # torch in every worker.
+        plain = AtariOptions(**{f.name: getattr(options, f.name) for f in fields(AtariOptions)})
+        arrays: list[dict[str, Any] | None] = (
+            [None] * num_envs if states is None else [state_arrays(state) for state in states]
+        )
         fns = [
-            functools.partial(
-                AtariPhiEnv, game, options, seed + i, None, None if states is None else states[i]
-            )
+            functools.partial(AtariPhiEnv, game, plain, seed + i, None, arrays[i])
             for i in range(num_envs)
         ]
         self.envs = _Workers(fns)
@@ -371,7 +394,7 @@ class WorkerGames:
         )
 
     def state_dicts(self) -> list[dict[str, Any]]:
-        return list(self.envs.talk(lambda: self.envs.call("state_dict")))
+        return [state_tensors(s) for s in self.envs.talk(lambda: self.envs.call("state_arrays"))]
 
     def close(self) -> None:
         self.envs.close()

@@ -160,6 +160,36 @@ def test_workers_ignore_stop_signals_and_keep_their_games() -> None:
     assert not any(process.is_alive() for process in games.envs.processes)
 
 
+def test_saving_and_restoring_games_never_imports_torch_in_a_worker() -> None:
+    """A worker that imports torch costs seconds and ~190 MB: a stop's checkpoint would wait
+    for every worker to do it. Games restored from saved states continue the same games."""
+    first = WorkerGames("Breakout", AtariOptions(), seed=4, num_envs=2)
+    try:
+        first.reset()
+        actions = np.random.default_rng(2).integers(4, size=(20, 2))
+        for step_actions in actions[:10]:
+            first.step_async(step_actions)
+            first.step_wait()
+        states = first.state_dicts()
+        second = WorkerGames("Breakout", AtariOptions(), seed=99, num_envs=2, states=states)
+        try:
+            np.testing.assert_array_equal(second.observations(), first.observations())
+            for step_actions in actions[10:]:
+                first.step_async(step_actions)
+                second.step_async(step_actions)
+                a, b = first.step_wait(), second.step_wait()
+                np.testing.assert_array_equal(a.next_obs, b.next_obs)
+                np.testing.assert_array_equal(a.rewards, b.rewards)
+            second.state_dicts()
+            for process in [*first.envs.processes, *second.envs.processes]:
+                maps = Path(f"/proc/{process.pid}/maps").read_text()
+                assert "libtorch" not in maps, f"worker {process.pid} loaded torch"
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
 def test_a_killed_worker_is_named_and_closing_does_not_hang() -> None:
     games = WorkerGames("Pong", AtariOptions(), seed=0, num_envs=2)
     processes = list(games.envs.processes)
