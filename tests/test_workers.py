@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from dqn_atari.config import GAMES_PER_CORE, ConfigError, check_num_envs, usable_cores
 from dqn_atari.envs import AtariOptions, AtariPhiEnv
 from dqn_atari.vector import GameWorkerError, WorkerGames
 
@@ -224,6 +225,28 @@ def test_an_exception_in_a_workers_game_is_named() -> None:
     assert not any(process.is_alive() for process in games.envs.processes)
 
 
+def test_num_envs_is_bounded_by_the_usable_cores() -> None:
+    check_num_envs(GAMES_PER_CORE * 2, cores=2)
+    for num_envs in (GAMES_PER_CORE * 2 + 1, 64, 1000):
+        with pytest.raises(ConfigError, match=rf"num_envs={num_envs} .*\(2 here: at most 16\)"):
+            check_num_envs(num_envs, cores=2)
+
+
+def test_num_envs_above_the_bound_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    too_many = GAMES_PER_CORE * usable_cores() + 1
+    run_dir = tmp_path / "run"
+    # A run that would start but for num_envs.
+    result = train(
+        *RUN, f"num_envs={too_many}", f"total_steps={too_many * 1000}", f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert f"num_envs={too_many} is more than {GAMES_PER_CORE} games per usable core" in line
+    assert f"at most {too_many - 1}" in line
+    assert not run_dir.exists()
+
+
 # ---------------------------------------------------------------- dqn-train
 
 
@@ -295,3 +318,33 @@ def test_a_killed_worker_stops_the_run_naming_it_and_the_kept_checkpoint(tmp_pat
     resumed = train(f"resume={run_dir}", f"total_steps={kept + 400}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert latest(run_dir)["counters"]["step"] == kept + 400
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_most_workers_start_stops_promptly(tmp_path: Path) -> None:
+    """The largest num_envs this box allows, and SIGTERM to the group as the first worker
+    appears: no traceback from the starting workers or their fork server, exit 143 well within
+    a minute, and no worker left behind."""
+    num_envs = GAMES_PER_CORE * usable_cores()
+    run_dir = tmp_path / "run"
+    proc = start(
+        [
+            *RUN,
+            f"num_envs={num_envs}",
+            f"total_steps={num_envs * 10_000}",
+            f"buffer_size={num_envs * 100}",
+            "progress_interval_s=60",
+            f"hydra.run.dir={run_dir}",
+        ],
+        tmp_path,
+    )
+    assert proc.stderr is not None
+    wait_until(proc, lambda: bool(workers_of(proc.pid)), "a game worker")
+    os.killpg(proc.pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143, stderr[-3000:]
+    assert time.monotonic() - signalled < 60
+    assert "Traceback" not in stderr and "error:" not in stderr, stderr[-3000:]
+    assert "stopped by SIGTERM at agent step" in stderr
+    assert_nothing_left(proc)
