@@ -59,6 +59,7 @@ from dqn_atari.hooks import DivergenceError
 from dqn_atari.replay import ReplayMemoryError
 from dqn_atari.run import CONFIG_FILE, TrainRequest, eval_run, resume_command, train_run
 from dqn_atari.rundir import RunDirError, RunDirLock
+from dqn_atari.vector import GameWorkerError
 
 
 def find_config_dir() -> Path:
@@ -294,6 +295,8 @@ def _run_train(request: TrainRequest, lock: RunDirLock) -> int:
         _fail("dqn-train", err, 3)
     except USER_ERRORS as err:
         _fail("dqn-train", err)
+    except GameWorkerError as err:  # a dead game worker: not the disk, whatever its pipe said
+        _fail("dqn-train", f"{err}; {_what_is_saved(latest)}", 3)
     except OSError as err:  # the run directory stopped taking writes (full disk, removed)
         _fail("dqn-train", f"cannot write in {request.run_dir}: {err.strerror or err}", 3)
     finally:

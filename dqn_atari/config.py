@@ -353,6 +353,26 @@ def check_algo(algo: AlgoConfig) -> None:
         )
 
 
+# Games per usable core that num_envs may reach. Each game past the first is a worker process
+# (~60 MB) that emulates on a core; past the cores more games only time-share them, and as a
+# vector step waits for its slowest game, agent steps/s stop growing while memory and the time
+# to start the workers (which a stop during the start waits for) grow with the games per core:
+# 64 games on 2 cores took 78 s to stop; 8 per core stop within ~20 s on a loaded 2-core box.
+# 8 keeps num_envs=16 (auto's largest on CUDA, the op count of scripts/benchmark.py) possible
+# on 2 cores.
+GAMES_PER_CORE = 8
+
+
+def check_num_envs(num_envs: int, cores: int) -> None:
+    most = GAMES_PER_CORE * cores
+    if num_envs > most:
+        raise ConfigError(
+            f"num_envs={num_envs} is more than {GAMES_PER_CORE} games per usable core ({cores} "
+            f"here: at most {most}); each game is a worker process, and past the cores more of "
+            "them only add memory and time to start and stop"
+        )
+
+
 def validate_train(cfg: TrainConfig) -> torch.device:
     """Resolves `auto` (in place) and checks every range and relation dqn-train relies on;
     returns the training device. Raises ConfigError on the first failure."""
@@ -382,6 +402,7 @@ def validate_train(cfg: TrainConfig) -> torch.device:
     )
     if math.isinf(cfg.progress_interval_s):
         raise ConfigError(f"progress_interval_s must be finite, got {cfg.progress_interval_s}")
+    check_num_envs(cfg.num_envs, usable_cores())
     _seed("seed", cfg.seed)
     min_buffer = (cfg.env.frame_stack + 2) * cfg.num_envs  # each game has its own ring
     if cfg.buffer_size < min_buffer:

@@ -304,17 +304,19 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this game exactly: the emulator (with its RNG), the
         screens phi is built from, the frame stack and the episode counters. Plain data only."""
-        # Imported here: num_envs worker processes import this module, and only need torch
-        # when a checkpoint asks for their state.
-        import torch
+        return state_tensors(self.state_arrays())
 
+    def state_arrays(self) -> dict[str, Any]:
+        """`state_dict` with numpy arrays for its tensors: what a game worker sends, so that
+        neither saving nor restoring a game imports torch in the worker (seconds and ~190 MB
+        each, which a stop's checkpoint would wait for)."""
         emulator = self.ale.cloneState(include_rng=True).__getstate__()
         return {
             "game": self.game,
-            "emulator": torch.frombuffer(bytearray(emulator), dtype=torch.uint8),
-            "prev_rgb": torch.from_numpy(self._prev_rgb.copy()),
-            "last_rgb": torch.from_numpy(self._last_rgb.copy()),
-            "stacked": torch.from_numpy(self._stacked.copy()),
+            "emulator": np.frombuffer(bytearray(emulator), np.uint8),
+            "prev_rgb": self._prev_rgb.copy(),
+            "last_rgb": self._last_rgb.copy(),
+            "stacked": self._stacked.copy(),
             "lives": self._lives,
             "episode_return": self._episode_return,
             "episode_steps": self._episode_steps,
@@ -325,10 +327,11 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
         """Continue the game saved by `state_dict`; returns the current observation."""
         if state["game"] != self.game:
             raise ValueError(f"environment state of {state['game']}, not {self.game}")
-        self.ale.restoreState(ALEState(bytes(state["emulator"].numpy().tobytes())))
-        np.copyto(self._prev_rgb, state["prev_rgb"].numpy())
-        np.copyto(self._last_rgb, state["last_rgb"].numpy())
-        self._stacked = state["stacked"].numpy().copy()
+        # np.asarray: the state holds tensors (from a checkpoint) or arrays (state_arrays).
+        self.ale.restoreState(ALEState(np.asarray(state["emulator"]).tobytes()))
+        np.copyto(self._prev_rgb, np.asarray(state["prev_rgb"]))
+        np.copyto(self._last_rgb, np.asarray(state["last_rgb"]))
+        self._stacked = np.array(state["stacked"], np.uint8)
         self._lives = int(state["lives"])
         self._episode_return = float(state["episode_return"])
         self._episode_steps = int(state["episode_steps"])
@@ -344,6 +347,18 @@ class AtariPhiEnv(gym.Env[Frame, np.int64]):
 
     def close(self) -> None:
         self._ale_env.close()
+
+
+def state_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """A game's state with its numpy arrays as tensors, as a checkpoint holds it."""
+    import torch  # here: game workers import this module and never need torch
+
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+
+
+def state_arrays(state: dict[str, Any]) -> dict[str, Any]:
+    """A game's state with its tensors as numpy arrays, to send to a game worker."""
+    return {k: v.numpy() if hasattr(v, "numpy") else v for k, v in state.items()}
 
 
 def make_atari_env(

@@ -6,18 +6,35 @@ keeps the exact Nature order act -> store -> learn. With N > 1, `WorkerGames` st
 own); `step_async` returns at once, and the loop runs the learner updates that fall due while
 the workers emulate. Either way a vector step hands back one `VectorStep` of arrays over the N
 games, with same-step autoreset: a game that ended has already started its next episode.
+
+Stop signals are the training process's alone. A terminal's Ctrl-C reaches the whole process
+group and Slurm signals every process of a job step, so the workers (and the fork server that
+starts them) ignore SIGINT, SIGTERM and the pre-emption signal: they keep answering while the
+training process finishes its step and checkpoints their games, and it then closes them itself.
+A worker that dies anyway (SIGKILL, the OOM killer, a crash in the emulator) is reported as a
+`GameWorkerError` naming the worker and how it ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, NamedTuple, Protocol
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
+from multiprocessing import connection, forkserver, resource_tracker, util
+from multiprocessing.process import BaseProcess
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+from gymnasium.vector.async_vector_env import AsyncState, _async_worker
 
-from dqn_atari.envs import AtariOptions, AtariPhiEnv
+from dqn_atari.envs import AtariOptions, AtariPhiEnv, state_arrays, state_tensors
+from dqn_atari.sweep import preemption_signal
 
 Frames = npt.NDArray[np.uint8]
 
@@ -123,6 +140,187 @@ class InProcessGames:
             env.close()
 
 
+class GameWorkerError(RuntimeError):
+    """A game worker process died or stopped answering; its game (and the run) cannot go on."""
+
+
+def stop_signals() -> set[signal.Signals]:
+    """The signals that ask a run to stop, which only the training process handles: SIGINT,
+    SIGTERM, and submitit's pre-emption signal (USR2 unless configured otherwise), which Slurm
+    sends to every process of the job step."""
+    signals = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2}
+    preemption = preemption_signal()
+    if preemption is not None:
+        signals.add(preemption)
+    return signals
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Blocks the stop signals in this thread; one that arrives meanwhile is delivered after."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals())
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _start_fork_server() -> None:
+    """Starts multiprocessing's fork server (a no-op once it runs) with the stop signals blocked:
+    the mask survives its exec and every worker it forks inherits it, so a signal to the group
+    neither kills the server in the middle of starting workers nor a worker before
+    `_worker_ignoring_stops` runs. (The server itself only ignores SIGINT.)"""
+    with _stop_signals_held():
+        resource_tracker.ensure_running()
+    # The tracker's own start unblocks SIGINT and SIGTERM again, so hold them anew.
+    with _stop_signals_held():
+        forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While the fork server and the workers start. multiprocessing would run the main module
+    again in each worker (`dqn-train`'s is the whole CLI: torch and Hydra, about 190 MB and
+    seconds of imports a worker, most of a stop's wait while they start), though nothing a
+    worker runs comes from it: the game and the worker function are named by their modules."""
+    main = sys.modules["__main__"]
+    saved: dict[str, Any] = {n: vars(main)[n] for n in ("__spec__", "__file__") if n in vars(main)}
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
+def _worker_ignoring_stops(*args: Any) -> None:
+    """gymnasium's worker, in a process that leaves the stop signals to the training process.
+    (Set here, in the worker: gymnasium also builds game 0 once in the training process.)"""
+    for sig in stop_signals():
+        signal.signal(sig, signal.SIG_IGN)
+    _async_worker(*args)
+
+
+def _end(processes: Sequence[BaseProcess], wait_s: float) -> None:
+    """Waits up to `wait_s` in all for the workers to exit, then kills the rest: they ignore
+    the SIGTERM of multiprocessing's terminate()."""
+    started = [p for p in processes if p.pid is not None]
+    deadline = time.monotonic() + wait_s
+    for process in started:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in started:
+        if process.is_alive():
+            process.kill()
+    for process in started:
+        process.join()
+
+
+def how_it_ended(exitcode: int) -> str:
+    """A worker's end, from its exit code (negative: the signal that killed it)."""
+    if exitcode >= 0:
+        return f"exited with code {exitcode}"
+    try:
+        return f"was killed by {signal.Signals(-exitcode).name}"
+    except ValueError:
+        return f"was killed by signal {-exitcode}"
+
+
+T = TypeVar("T")
+
+# Seconds the workers get, in all, to answer `close`; and a dead worker's exit code to come
+# through (the fork server reports it a moment after the worker's pipe breaks).
+CLOSE_WAIT_S = 10.0
+DEATH_WAIT_S = 5.0
+
+
+class _Workers(AsyncVectorEnv):
+    """AsyncVectorEnv whose workers ignore the stop signals (so nothing here relies on SIGTERM
+    to end them), and whose calls turn a dead worker into a GameWorkerError."""
+
+    def __init__(self, fns: Sequence[Callable[[], AtariPhiEnv]]) -> None:
+        self.broken = False
+        try:
+            # forkserver: workers start from a clean process, not a fork of one whose torch and
+            # OpenCV thread pools are already running.
+            with _main_module_hidden():
+                _start_fork_server()
+                super().__init__(
+                    fns,
+                    autoreset_mode=AutoresetMode.SAME_STEP,
+                    context="forkserver",
+                    worker=_worker_ignoring_stops,
+                )
+        except BaseException as err:  # a worker died while starting, or a second Ctrl-C
+            self.broken = True
+            self.close()
+            if isinstance(err, (EOFError, ConnectionError)):
+                raise GameWorkerError(self.death(err)) from None
+            raise
+        # At exit, before multiprocessing's own terminate() and join() of its children, which
+        # would wait forever on workers that ignore SIGTERM.
+        util.Finalize(self, _end, (list(self.processes), 0.0), exitpriority=10)
+
+    def talk(self, call: Callable[[], T]) -> T:
+        """`call()`, with a dead or failed worker turned into a GameWorkerError."""
+        if self.broken:
+            raise GameWorkerError("a game worker died earlier; the games cannot go on")
+        try:
+            return call()
+        except (EOFError, ConnectionError) as err:  # BrokenPipeError, ConnectionResetError
+            self.broken = True
+            raise GameWorkerError(self.death(err)) from None
+        except Exception as err:
+            # gymnasium re-raises an exception of a worker's game here (after logging its
+            # traceback), having dropped that worker's pipe; the worker has exited.
+            failed = [i for i, pipe in enumerate(self.parent_pipes) if pipe is None]
+            if not failed:
+                raise
+            self.broken = True
+            raise GameWorkerError(
+                f"game worker {failed[0]} of {self.num_envs} failed: {type(err).__name__}: {err}"
+            ) from err
+
+    def death(self, err: BaseException) -> str:
+        """Which worker died and how."""
+        processes = getattr(self, "processes", [])
+        started = [p.sentinel for p in processes if p.pid is not None]
+        connection.wait(started, timeout=DEATH_WAIT_S)
+        for index, process in enumerate(processes):
+            if process.pid is not None and process.exitcode is not None:
+                return (
+                    f"game worker {index} of {self.num_envs} (PID {process.pid}) "
+                    f"{how_it_ended(process.exitcode)}"
+                )
+        return f"a game worker stopped answering ({type(err).__name__}: {err})"
+
+    def close_extras(self, timeout: float | None = None, terminate: bool = False) -> None:
+        """Asks healthy, idle workers to close and kills those that do not within CLOSE_WAIT_S;
+        kills them all after a dead worker or an interrupted call, where gymnasium's own close
+        would wait for answers that never come."""
+        pipes = getattr(self, "parent_pipes", [])
+        processes = getattr(self, "processes", [])
+        graceful = (
+            not (terminate or self.broken)
+            and self._state == AsyncState.DEFAULT
+            and all(pipe is not None for pipe in pipes)
+        )
+        try:
+            if graceful:
+                for pipe in pipes:
+                    pipe.send(("close", None))
+                deadline = time.monotonic() + CLOSE_WAIT_S
+                for pipe in pipes:
+                    if pipe.poll(max(0.0, deadline - time.monotonic())):
+                        pipe.recv()
+        except (EOFError, ConnectionError):
+            pass  # a worker that died meanwhile: ended below with the rest
+        finally:
+            _end(processes, CLOSE_WAIT_S if graceful else 0.0)
+            for pipe in pipes:
+                if pipe is not None:
+                    pipe.close()
+
+
 class WorkerGames:
     """N AtariPhiEnv games in worker processes, stepped with one batched call."""
 
@@ -136,35 +334,42 @@ class WorkerGames:
         num_envs: int,
         states: list[dict[str, Any]] | None = None,
     ) -> None:
+        # Plain AtariOptions and arrays: unpickling config.EnvConfig or tensors would import
+        # torch in every worker.
+        plain = AtariOptions(**{f.name: getattr(options, f.name) for f in fields(AtariOptions)})
+        arrays: list[dict[str, Any] | None] = (
+            [None] * num_envs if states is None else [state_arrays(state) for state in states]
+        )
         fns = [
-            functools.partial(
-                AtariPhiEnv, game, options, seed + i, None, None if states is None else states[i]
-            )
+            functools.partial(AtariPhiEnv, game, plain, seed + i, None, arrays[i])
             for i in range(num_envs)
         ]
-        # forkserver: workers start from a clean process, not a fork of one whose torch and
-        # OpenCV thread pools are already running.
-        self.envs = AsyncVectorEnv(
-            fns, autoreset_mode=AutoresetMode.SAME_STEP, context="forkserver"
-        )
+        self.envs = _Workers(fns)
         self.num_envs = num_envs
         self.num_actions = int(self.envs.single_action_space.n)  # type: ignore[attr-defined]
-        self.game = str(self.envs.get_attr("game")[0])
-        self.display_name = str(self.envs.get_attr("display_name")[0])
-        self.action_meanings = list(self.envs.get_attr("action_meanings")[0])
+        try:
+            self.game = str(self._get("game")[0])
+            self.display_name = str(self._get("display_name")[0])
+            self.action_meanings = list(self._get("action_meanings")[0])
+        except BaseException:
+            self.close()
+            raise
+
+    def _get(self, name: str) -> tuple[Any, ...]:
+        return self.envs.talk(lambda: self.envs.get_attr(name))
 
     def reset(self) -> Frames:
-        obs, _ = self.envs.reset()
+        obs, _ = self.envs.talk(self.envs.reset)
         return obs
 
     def observations(self) -> Frames:
-        return np.stack(self.envs.get_attr("last_observation"))
+        return np.stack(self._get("last_observation"))
 
     def step_async(self, actions: npt.NDArray[np.int64]) -> None:
-        self.envs.step_async(actions)
+        self.envs.talk(lambda: self.envs.step_async(actions))
 
     def step_wait(self) -> VectorStep:
-        next_obs, rewards, terminated, truncated, infos = self.envs.step_wait()
+        next_obs, rewards, terminated, truncated, infos = self.envs.talk(self.envs.step_wait)
         ended = np.logical_or(terminated, truncated)
         td_terminal = np.asarray(infos["td_terminal"], np.bool_)
         final_frames = next_obs[:, -1].copy()
@@ -189,7 +394,7 @@ class WorkerGames:
         )
 
     def state_dicts(self) -> list[dict[str, Any]]:
-        return list(self.envs.call("state_dict"))
+        return [state_tensors(s) for s in self.envs.talk(lambda: self.envs.call("state_arrays"))]
 
     def close(self) -> None:
         self.envs.close()
