@@ -294,9 +294,10 @@ def test_sampling_is_uniform_over_every_sampleable_slot() -> None:
 
 def test_capacity_and_bytes_of_one_million_frames() -> None:
     memory = ReplayMemory(capacity=1000)
-    assert memory.nbytes == replay_bytes(1000) + (memory.sampleable.numel() - 1000)
+    assert memory.nbytes == replay_bytes(1000) + (memory.storage.valid.numel() - 1000)
     assert replay_bytes(1000) == 1000 * (84 * 84 + 30)
-    assert memory.frames.dtype == torch.uint8 and memory.frames.shape == (1000, 84, 84)
+    frames = memory.storage.frames
+    assert frames.dtype == torch.uint8 and frames.shape == (1000, 84, 84)
     # The CUDA issue's bound: a 1M-frame memory holds at most 7.1 GB (7.086 GB); the indices stay
     # int32 in memory and are widened where they index the frames.
     assert replay_bytes(1_000_000) < 7.1e9

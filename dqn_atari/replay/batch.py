@@ -1,0 +1,17 @@
+"""What the replay memory hands the learner: a batch of transitions."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class Batch(NamedTuple):
+    """Transitions (s_tm1, a_tm1, r_t, discount_t, s_t), time-indexed as in DQN Zoo."""
+
+    obs_tm1: torch.Tensor  # uint8 (B, stack, H, W)
+    action_tm1: torch.Tensor  # int64 (B,)
+    reward_t: torch.Tensor  # float32 (B,)
+    discount_t: torch.Tensor  # float32 (B,): 0 where the TD target must not bootstrap, else 1
+    obs_t: torch.Tensor  # uint8 (B, stack, H, W)
