@@ -19,6 +19,7 @@ from dqn_atari.replay import (
     ReplayMemory,
     ReplayMemoryError,
     check_fits,
+    min_capacity,
     replay_bytes,
 )
 
@@ -307,6 +308,26 @@ def test_memory_check_fails_early_and_names_the_override() -> None:
     with pytest.raises(ReplayMemoryError, match=r"needs .* GB .* buffer_size="):
         check_fits(10**9, (84, 84), torch.device("cpu"))  # 7 TB
     check_fits(1000, (84, 84), torch.device("cpu"))
+
+
+def test_the_smallest_memory_keeps_a_truncated_games_last_transition_whole() -> None:
+    """min_capacity gives a game stack + 2 slots: a truncated game writes two frames in the step
+    that completes its last transition, and the stack of that transition must survive them."""
+    assert min_capacity(4, 3) == 18
+    with pytest.raises(ReplayMemoryError, match=r">= 18 for 3 game\(s\) stacked by 4, got 17"):
+        ReplayMemory(capacity=17, frame_shape=(2, 2), stack=4, num_games=3)
+    memory = ReplayMemory(capacity=min_capacity(2, 1), frame_shape=(2, 2), stack=2)  # 4 slots
+    memory.start(_frame(1)[None])
+    _step(memory, 0, 0.0, False, False, _frame(2))
+    _step(memory, 1, 0.0, False, False, _frame(3))
+    # Frames 4 (the final one, slot 3) and 9 (the next first one) wrap onto slot 0, frame 1's;
+    # in a ring of 3 slots, 9 would land on frame 2, inside the completed transition's stack.
+    _step(memory, 2, 0.5, False, True, _frame(4), next_first=_frame(9))
+    assert memory.sampleable_slots().tolist() == [2]  # slot 1's stack reached frame 1
+    batch = memory.gather(torch.tensor([2]))
+    assert _newest_values(batch.obs_tm1) == [[2, 3]]
+    assert _newest_values(batch.obs_t) == [[3, 4]]
+    assert batch.reward_t.tolist() == [0.5]
 
 
 def test_misuse_is_an_error() -> None:
