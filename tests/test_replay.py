@@ -433,6 +433,57 @@ def test_save_and_load_continue_exactly(tmp_path: Path) -> None:
     assert memory.sampleable_slots().tolist() == restored.sampleable_slots().tolist()
 
 
+# Written by dqn_atari/replay.py of commit 33ab06e (before replay became a package) from
+# `_format2_writes` into ReplayMemory(**_FORMAT2_MEMORY).
+FORMAT2_SAVED = Path(__file__).parent / "data" / "replay_format2"
+_FORMAT2_MEMORY = {"capacity": 2 * 16, "frame_shape": (4, 4), "num_games": 2, "seed": 7}
+
+
+def _format2_writes(memory: ReplayMemory, steps: int, seed: int = 20) -> None:
+    """Random frames, terminals and truncations, past the wrap-around of both 16-slot rings."""
+    rng = np.random.default_rng(seed)
+    if seed == 20:
+        memory.start(rng.integers(0, 256, (2, 4, 4), dtype=np.uint8))
+    for _ in range(steps):
+        ended = rng.random(2) < 0.15
+        memory.add_step(
+            rng.integers(4, size=2),
+            rng.normal(size=2),
+            ended & (rng.random(2) < 0.5),
+            ended,
+            rng.integers(0, 256, (2, 4, 4), dtype=np.uint8),
+            rng.integers(0, 256, (2, 4, 4), dtype=np.uint8),
+        )
+        memory.sample(8)
+
+
+def test_a_memory_saved_before_the_split_loads_and_continues_the_same(tmp_path: Path) -> None:
+    """The on-disk format did not change: a memory saved by the single-module replay.py loads,
+    holds what a memory given the same writes holds now, saves the same files, and continues
+    with identical samples."""
+    now = ReplayMemory(**_FORMAT2_MEMORY)
+    _format2_writes(now, 40)
+    loaded = ReplayMemory(**{**_FORMAT2_MEMORY, "seed": 0})
+    loaded.load(FORMAT2_SAVED)
+    assert loaded.sampleable_slots().tolist() == now.sampleable_slots().tolist()
+    now.save(tmp_path / "now")
+    ours = torch.load(tmp_path / "now" / "meta.pt", weights_only=True)
+    theirs = torch.load(FORMAT2_SAVED / "meta.pt", weights_only=True)
+    # Terminals, truncations (an end slot each: more frames than steps) and both rings wrapped.
+    assert 0.0 in theirs["discounts"].tolist() and (theirs["written"] > 41).all()
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        tensor = isinstance(value, torch.Tensor)
+        assert torch.equal(ours[key], value) if tensor else ours[key] == value, key
+    frames = (tmp_path / "now" / "frames.u8").read_bytes()
+    assert frames == (FORMAT2_SAVED / "frames.u8").read_bytes()
+    for memory in (now, loaded):
+        _format2_writes(memory, 10, seed=21)
+    for _ in range(5):
+        for x, y in zip(now.sample(16), loaded.sample(16), strict=True):
+            assert torch.equal(x, y)
+
+
 def _damage(directory: Path, how: str) -> None:
     meta, frames = directory / "meta.pt", directory / "frames.u8"
     if how == "garbage meta":
