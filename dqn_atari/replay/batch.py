@@ -8,10 +8,11 @@ import torch
 
 
 class Batch(NamedTuple):
-    """Transitions (s_tm1, a_tm1, r_t, discount_t, s_t), time-indexed as in DQN Zoo."""
+    """Transitions (s_tm1, a_tm1, r_t, discount_t, s_t), time-indexed as in DQN Zoo; the TD
+    target is `reward_t + discount_t * max_a Q'(obs_t, a)`."""
 
     obs_tm1: torch.Tensor  # uint8 (B, stack, H, W)
     action_tm1: torch.Tensor  # int64 (B,)
     reward_t: torch.Tensor  # float32 (B,)
-    discount_t: torch.Tensor  # float32 (B,): 0 where the TD target must not bootstrap, else 1
+    discount_t: torch.Tensor  # float32 (B,): gamma, 0 where the target must not bootstrap
     obs_t: torch.Tensor  # uint8 (B, stack, H, W)

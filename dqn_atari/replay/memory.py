@@ -30,7 +30,7 @@ from dqn_atari.replay.uniform import UniformSampler
 
 class ReplayMemory:
     """N games' rings of single uint8 frames on `device`, sampled uniformly as stacked
-    transitions.
+    transitions, their discounts holding `gamma`.
 
     `capacity` slots are split evenly between the `num_games` games (the remainder is unused).
     See storage.py for the layout and which slots can start a transition, uniform.py for the
@@ -46,18 +46,22 @@ class ReplayMemory:
         seed: int = 0,
         num_games: int = 1,
         max_batch_size: int = 512,
+        gamma: float = 0.99,
     ) -> None:
         if num_games < 1 or capacity < min_capacity(stack, num_games):
             raise ReplayMemoryError(
                 f"replay capacity must be >= {min_capacity(stack, max(num_games, 1))} for "
                 f"{num_games} game(s) stacked by {stack}, got {capacity}"
             )
+        if not 0.0 <= gamma <= 1.0:
+            raise ReplayMemoryError(f"gamma must be in [0, 1], got {gamma}")
         self.num_games = num_games
         self.ring_capacity = capacity // num_games  # slots per game
         self.capacity = self.ring_capacity * num_games
         self.stack = stack
         self.frame_shape = frame_shape
         self.device = torch.device(device)
+        self.gamma = gamma
         self.max_batch_size = max_batch_size
         layout = sum_tree.block_layout(self.capacity)
         self.storage = FrameStorage(
@@ -67,6 +71,7 @@ class ReplayMemory:
             stack,
             self.device,
             flag_slots=layout.padded,
+            gamma=gamma,
         )
         self.sampler = UniformSampler(self.storage.valid, layout, seed, max_batch_size)
         staged = self.storage.staging_bytes()

@@ -60,7 +60,8 @@ class StagedWrite(NamedTuple):
 
 class FrameStorage:
     """N games' rings of single uint8 frames on `device`, rebuilt into batches of transitions
-    by `gather`. See the module docstring for the layout and the validity rules.
+    by `gather`, their discounts multiplied by `gamma`. See the module docstring for the layout
+    and the validity rules.
 
     `flag_slots` >= `num_games * ring_capacity` is the length of the validity flags: the slots
     past the capacity are never valid, and pad the flags to whole blocks for a sampler that
@@ -77,6 +78,7 @@ class FrameStorage:
         stack: int,
         device: torch.device,
         flag_slots: int,
+        gamma: float = 0.99,
     ) -> None:
         self.num_games = num_games
         self.ring_capacity = ring_capacity  # slots per game
@@ -86,6 +88,7 @@ class FrameStorage:
         self.stack = stack
         self.frame_shape = frame_shape
         self.device = device
+        self.gamma = gamma
         slots, dev = self.capacity, device
         self.frames = torch.empty((slots, *frame_shape), dtype=torch.uint8, device=dev)
         # Frame slots of each stack: int32 here (a slot number fits), widened to int64 where
@@ -301,7 +304,10 @@ class FrameStorage:
             obs_tm1=frames[:batch_size],
             action_tm1=self.actions[slot].long(),
             reward_t=self.rewards[slot],
-            discount_t=self.discounts[slot],
+            # A float32 tensor times a Python float, the factors of today's
+            # `gamma * discount_t`, so the target `reward + discount * bootstrap` is bit for bit
+            # the one with gamma applied in the loss.
+            discount_t=self.discounts[slot] * self.gamma,
             obs_t=frames[batch_size:],
         )
 
