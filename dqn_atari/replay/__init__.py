@@ -2,7 +2,7 @@
 
 memory.py    ReplayMemory: storage, sampler and staging put together (the public face)
 storage.py   FrameStorage: the rings of frames and per-slot rows, the validity flags, the
-             host bookkeeping, the write path and the gather
+             host bookkeeping, the write path and the gather (with n-step returns)
 sampler.py   SlotSampler: the interface of how slots are drawn; ValidityChange
 uniform.py   UniformSampler: uniform draws over the valid slots
 sum_tree.py  the two-level (square-root-decomposed) sum tree a sampler searches

@@ -30,7 +30,7 @@ from dqn_atari.replay.uniform import UniformSampler
 
 class ReplayMemory:
     """N games' rings of single uint8 frames on `device`, sampled uniformly as stacked
-    transitions, their discounts holding `gamma`.
+    transitions of up to `n_step` steps, their discounts holding `gamma`'s powers.
 
     `capacity` slots are split evenly between the `num_games` games (the remainder is unused).
     See storage.py for the layout and which slots can start a transition, uniform.py for the
@@ -47,12 +47,15 @@ class ReplayMemory:
         num_games: int = 1,
         max_batch_size: int = 512,
         gamma: float = 0.99,
+        n_step: int = 1,
     ) -> None:
         if num_games < 1 or capacity < min_capacity(stack, num_games):
             raise ReplayMemoryError(
                 f"replay capacity must be >= {min_capacity(stack, max(num_games, 1))} for "
                 f"{num_games} game(s) stacked by {stack}, got {capacity}"
             )
+        if n_step < 1:
+            raise ReplayMemoryError(f"n_step must be >= 1, got {n_step}")
         if not 0.0 <= gamma <= 1.0:
             raise ReplayMemoryError(f"gamma must be in [0, 1], got {gamma}")
         self.num_games = num_games
@@ -62,6 +65,7 @@ class ReplayMemory:
         self.frame_shape = frame_shape
         self.device = torch.device(device)
         self.gamma = gamma
+        self.n_step = n_step
         self.max_batch_size = max_batch_size
         layout = sum_tree.block_layout(self.capacity)
         self.storage = FrameStorage(
@@ -72,6 +76,7 @@ class ReplayMemory:
             self.device,
             flag_slots=layout.padded,
             gamma=gamma,
+            n_step=n_step,
         )
         self.sampler = UniformSampler(self.storage.valid, layout, seed, max_batch_size)
         staged = self.storage.staging_bytes()

@@ -8,6 +8,8 @@ game by game, and `meta.pt`, a plain dict of tensors and numbers (format 2):
     stacks, actions, rewards, discounts, next_slots            the written slots' rows
     <the sampler's own state>                                  the uniform sampler's: generator,
                                                                uniforms, draws, filled
+
+Nothing depends on how the memory is read (gamma, n-step): those are computed when sampling.
 """
 
 from __future__ import annotations

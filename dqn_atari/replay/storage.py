@@ -59,9 +59,8 @@ class StagedWrite(NamedTuple):
 
 
 class FrameStorage:
-    """N games' rings of single uint8 frames on `device`, rebuilt into batches of transitions
-    by `gather`, their discounts multiplied by `gamma`. See the module docstring for the layout
-    and the validity rules.
+    """N games' rings of single uint8 frames on `device`, rebuilt into batches of (n-step)
+    transitions by `gather`. See the module docstring for the layout and the validity rules.
 
     `flag_slots` >= `num_games * ring_capacity` is the length of the validity flags: the slots
     past the capacity are never valid, and pad the flags to whole blocks for a sampler that
@@ -79,6 +78,7 @@ class FrameStorage:
         device: torch.device,
         flag_slots: int,
         gamma: float = 0.99,
+        n_step: int = 1,
     ) -> None:
         self.num_games = num_games
         self.ring_capacity = ring_capacity  # slots per game
@@ -89,6 +89,7 @@ class FrameStorage:
         self.frame_shape = frame_shape
         self.device = device
         self.gamma = gamma
+        self.n_step = n_step
         slots, dev = self.capacity, device
         self.frames = torch.empty((slots, *frame_shape), dtype=torch.uint8, device=dev)
         # Frame slots of each stack: int32 here (a slot number fits), widened to int64 where
@@ -290,9 +291,11 @@ class FrameStorage:
     # ------------------------------------------------------------------ reading
 
     def gather(self, slot: torch.Tensor) -> Batch:
-        """The transitions that start at slots `slot` (int64, on the device)."""
+        """The transitions that start at slots `slot` (int64, on the device), over up to
+        `n_step` steps each (see `returns`)."""
         batch_size = slot.shape[0]
-        both = torch.cat([slot, self.next_slots[slot]])
+        reward, discount, last = self.returns(slot)
+        both = torch.cat([slot, self.next_slots[last]])
         # index_select of whole frames, not frames[stacks[both]]: on the CPU advanced indexing
         # of uint8 copies element by element, 8x slower than index_select's row copies. The
         # slots are widened to int64 first: at 1M slots `frames` holds 7.06e9 elements, and a
@@ -303,13 +306,40 @@ class FrameStorage:
         return Batch(
             obs_tm1=frames[:batch_size],
             action_tm1=self.actions[slot].long(),
-            reward_t=self.rewards[slot],
-            # A float32 tensor times a Python float, the factors of today's
-            # `gamma * discount_t`, so the target `reward + discount * bootstrap` is bit for bit
-            # the one with gamma applied in the loss.
-            discount_t=self.discounts[slot] * self.gamma,
+            reward_t=reward,
+            discount_t=discount,
             obs_t=frames[batch_size:],
         )
+
+    def returns(self, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per slot (int64): the discounted reward sum, gamma^m (0 after a terminal) and the
+        slot of the m-th step's transition, for up to `n_step` steps (Sutton, 1988).
+
+        The transition at slot i continues at j = next_slots[i] while fewer than n steps are
+        summed, i is not TD terminal, and j itself can start a transition: that cuts the sum at
+        a terminal (discount 0: nothing is bootstrapped after its reward), at a truncation (the
+        end slot is never valid) and at the game's newest write (the frame awaiting its action
+        is not valid either), where the target bootstraps from the stack ending at
+        next_slots[last] with gamma^m. The chain runs forward in time, toward newer slots of
+        the same ring (wrapping around it), so it never meets the oldest slots a wrapped ring
+        has invalidated. A static loop of vectorised ops: no per-sample Python, no host sync.
+        """
+        gamma = self.gamma
+        reward = self.rewards[slot]
+        # n_step=1: a float32 tensor times a Python float, the factors of today's
+        # `gamma * discount_t`, so the target `reward + discount * bootstrap` is bit for bit
+        # the one-step target.
+        discount = self.discounts[slot] * gamma
+        last = slot
+        for k in range(1, self.n_step):
+            step = self.next_slots[last]
+            # discount > 0: no terminal yet (with gamma = 0 the chain stops at once, which
+            # changes nothing: every later term would be multiplied by 0).
+            go = self.valid[step] & (discount > 0)
+            reward = torch.where(go, reward + self.rewards[step] * gamma**k, reward)
+            discount = torch.where(go, self.discounts[step] * gamma ** (k + 1), discount)
+            last = torch.where(go, step, last)
+        return reward, discount, last
 
 
 def filled_ranges(written: npt.NDArray[np.int64], ring_capacity: int) -> list[tuple[int, int]]:
