@@ -332,7 +332,7 @@ class FrameStorage:
         discount = self.discounts[slot] * gamma
         last = slot
         for k in range(1, self.n_step):
-            step = self.next_slots[last]
+            step = self.next_slots[last].long()  # widened once, not inside each lookup
             # discount > 0: no terminal yet (with gamma = 0 the chain stops at once, which
             # changes nothing: every later term would be multiplied by 0).
             go = self.valid[step] & (discount > 0)
