@@ -1,5 +1,7 @@
 """Replay memory: stacks rebuilt from single frames, episode boundaries, wrap-around, N games in
-one memory, uniform sampling on the device, saving and loading, and a fixed op count."""
+one memory, n-step returns against ones worked out by hand, uniform sampling on the device
+through the two-level sum tree, saving and loading (and reading what the previous version
+saved), and a fixed op count."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dqn_atari.replay import (
     check_fits,
     min_capacity,
     replay_bytes,
+    sum_tree,
 )
 
 
@@ -387,11 +390,13 @@ def _game_transitions(events: list[dict], game: int) -> list[dict]:
 
 
 def _hand_n_step(played: list[dict], t: int, n: int, gamma: float) -> dict:
-    """The n-step return from transition t, worked out from the recording alone: rewards are
-    summed, each discounted by gamma^k, until n are summed, or the transition just summed was
-    TD terminal (no bootstrap), or its game was cut there (truncated: the next one starts a
-    new game), or it is the newest transition (its next action is not taken yet); the target
-    then bootstraps from the observation after it with gamma^m."""
+    """The n-step return from transition t, worked out from the recording alone.
+
+    sum_{k<m} gamma^k r_{t+k}, where m grows until it is n, or the transition just summed was
+    TD terminal (discount 0: no bootstrap), or its game was cut there (truncated: the next
+    transition starts a new game), or it is the newest one (the game's next action is not
+    taken yet); but for a terminal, the target bootstraps from the observation after
+    transition t+m-1 with gamma^m."""
     reward, m = 0.0, 0
     while True:
         step = played[t + m]
@@ -464,6 +469,17 @@ def test_n_step_returns_are_the_ones_worked_out_by_hand_from_the_real_games(
     # and chains through the ring's wrap-around (more frames were written than a ring holds).
     assert all(cuts[cut] for cut in ("n", "terminal", "truncated", "newest")), cuts
     assert later_rewards and wrapped_chains, (later_rewards, wrapped_chains)
+
+
+def test_the_two_level_sum_tree_finds_the_slot_of_each_rank() -> None:
+    """Rank r goes to the slot holding the (r+1)-th valid slot, across blocks, skipping an
+    empty one; blocks are about sqrt(slots) slots, a power of two and at least 64."""
+    leaves = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 1, 1]], dtype=torch.bool)
+    totals = leaves.sum(1)
+    slots = sum_tree.find(torch.cumsum(totals, 0), totals, leaves, torch.arange(5))
+    assert slots.tolist() == [0, 2, 9, 10, 11]
+    assert sum_tree.block_layout(1000) == (64, 16)  # sqrt 31.6: the floor of 64
+    assert sum_tree.block_layout(1_000_000) == (1024, 977)  # 977 * 1024 = 1,000,448 flags
 
 
 def test_sampling_is_uniform_over_every_sampleable_slot() -> None:
