@@ -27,6 +27,7 @@ from dqn_atari.envs import AtariOptions
 from dqn_atari.heads import DISTRIBUTIONS
 from dqn_atari.networks import PRECISIONS, bf16_supported, compile_error, min_frame_size
 from dqn_atari.preprocessing import ATARI_SCREEN_SHAPE
+from dqn_atari.replay import min_capacity
 
 # torch.manual_seed takes seeds in [-2**63, 2**64 - 1]; numpy's and gymnasium's generators take
 # any seed >= 0. Seeds in [0, SEED_MAX] work for all three.
@@ -404,7 +405,7 @@ def validate_train(cfg: TrainConfig) -> torch.device:
         raise ConfigError(f"progress_interval_s must be finite, got {cfg.progress_interval_s}")
     check_num_envs(cfg.num_envs, usable_cores())
     _seed("seed", cfg.seed)
-    min_buffer = (cfg.env.frame_stack + 2) * cfg.num_envs  # each game has its own ring
+    min_buffer = min_capacity(cfg.env.frame_stack, cfg.num_envs)  # each game has its own ring
     if cfg.buffer_size < min_buffer:
         raise ConfigError(f"buffer_size must be >= {min_buffer}, got {cfg.buffer_size}")
     if cfg.total_steps % cfg.num_envs:

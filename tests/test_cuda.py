@@ -367,9 +367,9 @@ def test_the_compiled_gather_reads_frames_past_slot_304346() -> None:
     last = memory.capacity - 1
     slots = torch.arange(last - 3, last + 1, device="cuda", dtype=torch.int32)
     for i, slot in enumerate(slots.tolist()):
-        memory.frames[slot].fill_(10 + i)
-    memory.stacks[last] = slots  # the stack ending at the last slot: the last 4 frames
-    memory.next_slots[last] = last
+        memory.storage.frames[slot].fill_(10 + i)
+    memory.storage.stacks[last] = slots  # the stack ending at the last slot: the last 4 frames
+    memory.storage.next_slots[last] = last
     gather = torch.compile(memory.gather, fullgraph=True)
     batch = gather(torch.tensor([last], device="cuda"))
     torch.cuda.synchronize()

@@ -291,14 +291,14 @@ def test_compiling_at_start_up_changes_no_weight_and_no_random_stream() -> None:
     expected = _losses(plain, 3)
     prepared = _tiny_learner(compile=True)
     assert prepared.replay is not None
-    generator = prepared.replay._generator.get_state()
+    generator = prepared.replay.sampler.state_dict()["generator"]
     torch_rng = torch.get_rng_state()
     before = [p.detach().clone() for p in prepared.params]
     assert prepare_update(prepared, EXAMPLE_OBS, compile_auto=False, cuda_graph_auto=False) == []
     assert prepared.compiled
     for a, b in zip(prepared.params, before, strict=True):
         assert torch.equal(a, b)
-    assert torch.equal(prepared.replay._generator.get_state(), generator)
+    assert torch.equal(prepared.replay.sampler.state_dict()["generator"], generator)
     assert torch.equal(torch.get_rng_state(), torch_rng)
     assert prepared.take_means() is None  # no update was counted or summed
     assert _losses(prepared, 3) == expected

@@ -1,5 +1,7 @@
 """Replay memory: stacks rebuilt from single frames, episode boundaries, wrap-around, N games in
-one memory, uniform sampling on the device, saving and loading, and a fixed op count."""
+one memory, n-step returns against ones worked out by hand, uniform sampling on the device
+through the two-level sum tree, saving and loading (and reading what the previous version
+saved), and a fixed op count."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from dqn_atari.replay import (
     ReplayMemory,
     ReplayMemoryError,
     check_fits,
+    min_capacity,
     replay_bytes,
+    sum_tree,
 )
 
 
@@ -81,7 +85,8 @@ def test_stacks_at_episode_start_repeat_the_first_frame_and_never_cross_episodes
     assert batch.action_tm1.tolist() == [0, 1, 2, 3, 0]
     assert batch.action_tm1.dtype == torch.int64
     assert batch.reward_t.tolist() == [1.0, 0.0, -1.0, 0.0, 0.5]
-    assert batch.discount_t.tolist() == [1.0, 1.0, 0.0, 1.0, 1.0]
+    # gamma (0.99 by default) is in the discount; float32, as the rewards.
+    assert torch.equal(batch.discount_t, torch.tensor([0.99, 0.99, 0.0, 0.99, 0.99]))
     assert len(memory) == 5  # the newest frame has no action yet
 
 
@@ -95,7 +100,7 @@ def test_truncated_game_keeps_its_final_frame_for_bootstrapping_and_never_sample
     # Slot 2 holds frame 3 (the end slot); slot 3 starts game B.
     truncated = memory.gather(torch.tensor([1]))
     assert _newest_values(truncated.obs_t) == [[1, 1, 2, 3]]
-    assert truncated.discount_t.tolist() == [1.0]
+    assert torch.equal(truncated.discount_t, torch.tensor([0.99]))  # bootstraps
     assert memory.sampleable_slots().tolist() == [0, 1, 3]  # not the end slot, not pending
 
     batch = memory.sample(4096)
@@ -105,9 +110,20 @@ def test_truncated_game_keeps_its_final_frame_for_bootstrapping_and_never_sample
     assert (counts / 4096 - 1 / 3).abs().max() < 0.04  # uniform over the three transitions
 
 
+_RECORDINGS: dict[tuple, list[dict]] = {}
+
+
 def _play(games: list[str], steps: int, seed: int, **options: object) -> list[dict]:
     """Random play of N games on the real ALE, stepped together; every vector step as the
-    environments produced it, with each game's observations for identifying transitions."""
+    environments produced it, with each game's observations for identifying transitions.
+    Recorded once per set of arguments (tests read the recording, never change it)."""
+    key = (tuple(games), steps, seed, tuple(sorted(options.items())))
+    if key not in _RECORDINGS:
+        _RECORDINGS[key] = _record(games, steps, seed, **options)
+    return _RECORDINGS[key]
+
+
+def _record(games: list[str], steps: int, seed: int, **options: object) -> list[dict]:
     envs = [make_atari_env(game, seed=seed + i, **options) for i, game in enumerate(games)]
     rng = np.random.default_rng(seed)
     obs = [env.reset()[0] for env in envs]
@@ -270,11 +286,200 @@ def test_same_transitions_and_batches_as_one_reference_ring_per_game(
     assert slots.tolist() == sorted(expected)
     assert len(memory) == sum(len(r) for r in references)
     batch = memory.gather(torch.from_numpy(slots))
+    bootstrap = torch.randn(len(slots), generator=torch.Generator().manual_seed(0)) * 10
     for g, reference in enumerate(references):
         mine = torch.from_numpy(slots // ring == g)
-        theirs = reference.gather(torch.from_numpy(slots[slots // ring == g] % ring))
+        ref = reference.gather(torch.from_numpy(slots[slots // ring == g] % ring))
+        # The reference's discount is the 0/1 flag; gamma (0.99) now comes with the batch.
+        theirs = ref._replace(discount_t=ref.discount_t * 0.99)
         for name, a, b in zip(Batch._fields, batch, theirs, strict=True):
             assert torch.equal(a[mine], b), (g, name)
+        # The TD target the learner will compute, `reward_t + discount_t * bootstrap`, is bit
+        # for bit today's `reward_t + gamma * discount_t * bootstrap` on the 0/1 discount.
+        today = ref.reward_t + 0.99 * ref.discount_t * bootstrap[mine]
+        assert torch.equal(batch.reward_t[mine] + batch.discount_t[mine] * bootstrap[mine], today)
+
+
+def test_n_step_returns_of_two_small_games_worked_out_by_hand() -> None:
+    """n = 3 and gamma = 1/2 (exact in float32) over two games of 6 slots, stack 2. Game A ends
+    on a terminal with a reward, game B is truncated; both rings wrap. Each expected value is
+    (reward_t, discount_t, obs_t's frames; None where the discount masks obs_t)."""
+    memory = ReplayMemory(
+        capacity=12, frame_shape=(2, 2), stack=2, num_games=2, n_step=3, gamma=0.5
+    )
+    memory.start(np.stack([_frame(10), _frame(50)]))
+    no, yes = False, True
+    steps = [  # rewards (A, B), TD terminal, ended, final frames, next first frames
+        ((1, -1), (no, no), (no, no), (11, 51), (11, 51)),
+        ((2, -2), (no, no), (no, yes), (12, 52), (12, 60)),  # B truncated after frame 52
+        ((4, -4), (yes, no), (yes, no), (13, 61), (20, 61)),  # A over: 13 is never stored
+        ((8, -8), (no, no), (no, no), (21, 62), (21, 62)),
+        ((16, -16), (no, no), (no, no), (22, 63), (22, 63)),
+        ((32, -32), (no, no), (no, no), (23, 64), (23, 64)),
+        ((64, -64), (no, no), (no, no), (24, 65), (24, 65)),
+    ]
+
+    def play(some: list[tuple]) -> None:
+        for rewards, terminal, ended, finals, firsts in some:
+            memory.add_step(
+                np.zeros(2, np.int64),
+                np.array(rewards, np.float64),
+                np.array(terminal),
+                np.array(ended),
+                np.stack([_frame(v) for v in finals]),
+                np.stack([_frame(v) for v in firsts]),
+            )
+
+    def check(expected: dict[int, tuple[float, float, list[int] | None]]) -> None:
+        slots = sorted(expected)
+        assert memory.sampleable_slots().tolist() == slots
+        batch = memory.gather(torch.tensor(slots))
+        obs_t = _newest_values(batch.obs_t)
+        for i, slot in enumerate(slots):
+            reward, discount, frames = expected[slot]
+            got = (batch.reward_t[i].item(), batch.discount_t[i].item())
+            assert got == (reward, discount), (slot, got)
+            if frames is not None:
+                assert obs_t[i] == frames, (slot, obs_t[i])
+
+    # A: frames 10 11 12 20 21 in slots 0-4 (21 awaits its action); B: 50 51 52 60 61 62 in
+    # slots 6-11, 52 the end slot (never valid), 62 awaiting its action.
+    play(steps[:4])
+    check(
+        {
+            0: (1 + 2 / 2 + 4 / 4, 0.0, None),  # three steps, the third one terminal
+            1: (2 + 4 / 2, 0.0, None),  # cut at the terminal: nothing after its reward
+            2: (4, 0.0, None),
+            3: (8, 0.5, [20, 21]),  # cut at the newest write
+            6: (-1 - 2 / 2, 0.25, [51, 52]),  # cut at the truncation, bootstrapping from 52
+            7: (-2, 0.5, [51, 52]),
+            9: (-4 - 8 / 2, 0.25, [61, 62]),
+            10: (-8, 0.5, [61, 62]),
+        }
+    )
+    # Both rings wrapped: A's 23 and 24 in slots 0 and 1, B's 63 64 65 in slots 6-8; each
+    # write also invalidated the slot after it (its stack would reach the overwritten frame).
+    play(steps[4:])
+    check(
+        {
+            3: (8 + 16 / 2 + 32 / 4, 0.125, [22, 23]),
+            4: (16 + 32 / 2 + 64 / 4, 0.125, [23, 24]),  # slots 4, 5, 0: across the wrap
+            5: (32 + 64 / 2, 0.25, [23, 24]),
+            0: (64, 0.5, [23, 24]),
+            10: (-8 - 16 / 2 - 32 / 4, 0.125, [63, 64]),  # slots 10, 11, 6
+            11: (-16 - 32 / 2 - 64 / 4, 0.125, [64, 65]),
+            6: (-32 - 64 / 2, 0.25, [64, 65]),
+            7: (-64, 0.5, [64, 65]),
+        }
+    )
+
+
+def _game_transitions(events: list[dict], game: int) -> list[dict]:
+    """Game `game`'s transitions in the order it played them, as recorded."""
+    return [
+        {
+            "obs_tm1": e["obs_tm1"][game],
+            "action": int(e["actions"][game]),
+            "reward": float(e["rewards"][game]),
+            "terminal": bool(e["terminals"][game]),
+            "ended": bool(e["ends"][game]),
+            "obs_t": e["obs_t"][game],
+        }
+        for e in events[1:]
+    ]
+
+
+def _hand_n_step(played: list[dict], t: int, n: int, gamma: float) -> dict:
+    """The n-step return from transition t, worked out from the recording alone.
+
+    sum_{k<m} gamma^k r_{t+k}, where m grows until it is n, or the transition just summed was
+    TD terminal (discount 0: no bootstrap), or its game was cut there (truncated: the next
+    transition starts a new game), or it is the newest one (the game's next action is not
+    taken yet); but for a terminal, the target bootstraps from the observation after
+    transition t+m-1 with gamma^m."""
+    reward, m = 0.0, 0
+    while True:
+        step = played[t + m]
+        reward += gamma**m * step["reward"]
+        m += 1
+        if step["terminal"]:
+            return {"reward": reward, "discount": 0.0, "obs_t": None, "m": m, "cut": "terminal"}
+        cut = "n" if m == n else "truncated" if step["ended"] else None
+        if cut is None and t + m == len(played):
+            cut = "newest"
+        if cut is not None:
+            return {"reward": reward, "discount": gamma**m, "obs_t": step["obs_t"], "m": m,
+                    "cut": cut}  # fmt: skip
+
+
+def _digest(obs: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(obs).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("games", "steps", "ring", "n", "gamma"),
+    [
+        (["Breakout"], 900, 200, 3, 0.99),
+        (["Breakout"], 900, 200, 5, 0.9),
+        (["Pong", "Breakout", "Breakout"], 700, 150, 3, 0.99),
+    ],
+)
+def test_n_step_returns_are_the_ones_worked_out_by_hand_from_the_real_games(
+    games: list[str], steps: int, ring: int, n: int, gamma: float
+) -> None:
+    """Every transition the memory holds, gathered with n-step returns, against the return
+    computed from the recorded real-game transitions by `_hand_n_step`: life-loss terminals,
+    truncated games, the newest write, and chains that run across the ring's wrap-around."""
+    events = _play(games, steps, seed=0, terminal_on_life_loss=True, max_episode_frames=400)
+    options = {"capacity": ring * len(games), "num_games": len(games), "seed": 1}
+    memory = ReplayMemory(**options, n_step=n, gamma=gamma)
+    one_step = ReplayMemory(**options)  # its batches tell which transition each slot holds
+    stored = _fill(one_step, events)
+    _fill(memory, events)
+    slots = memory.sampleable_slots()
+    assert slots.tolist() == one_step.sampleable_slots().tolist()
+    batch = memory.gather(torch.from_numpy(slots))
+    keys = _batch_keys(one_step.gather(torch.from_numpy(slots)))
+    obs_tm1, obs_t = batch.obs_tm1.numpy(), batch.obs_t.numpy()
+    cuts: collections.Counter = collections.Counter()
+    later_rewards = wrapped_chains = 0
+    for g in range(len(games)):
+        played = _game_transitions(events, g)
+        assert len(played) == len(stored[g])
+        # The game's slots in ring order are its newest transitions in time order, rotated.
+        mine = np.flatnonzero(slots // ring == g)
+        newest = stored[g][-len(mine) :]
+        (turn,) = [r for r in range(len(mine)) if [keys[i] for i in np.roll(mine, -r)] == newest]
+        in_time_order = np.roll(mine, -turn)
+        first = len(played) - len(mine)  # the transition the oldest valid slot holds
+        for age, i in enumerate(in_time_order):
+            t = first + age
+            want = _hand_n_step(played, t, n, gamma)
+            assert _digest(obs_tm1[i]) == _digest(played[t]["obs_tm1"])
+            assert int(batch.action_tm1[i]) == played[t]["action"]
+            assert float(batch.reward_t[i]) == pytest.approx(want["reward"], rel=1e-6, abs=1e-6)
+            assert batch.discount_t[i].item() == np.float32(want["discount"]), (t, want)
+            if want["obs_t"] is not None:
+                assert _digest(obs_t[i]) == _digest(want["obs_t"]), (t, want["cut"])
+            cuts[want["cut"]] += 1
+            later_rewards += any(played[t + k]["reward"] for k in range(1, want["m"]))
+            ring_slots = slots[in_time_order[age : age + want["m"]]] % ring
+            wrapped_chains += bool((np.diff(ring_slots) < 0).any())
+    # The recording holds every case the chain rule has to cut, rewards past the first step
+    # and chains through the ring's wrap-around (more frames were written than a ring holds).
+    assert all(cuts[cut] for cut in ("n", "terminal", "truncated", "newest")), cuts
+    assert later_rewards and wrapped_chains, (later_rewards, wrapped_chains)
+
+
+def test_the_two_level_sum_tree_finds_the_slot_of_each_rank() -> None:
+    """Rank r goes to the slot holding the (r+1)-th valid slot, across blocks, skipping an
+    empty one; blocks are about sqrt(slots) slots, a power of two and at least 64."""
+    leaves = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 1, 1]], dtype=torch.bool)
+    totals = leaves.sum(1)
+    slots = sum_tree.find(torch.cumsum(totals, 0), totals, leaves, torch.arange(5))
+    assert slots.tolist() == [0, 2, 9, 10, 11]
+    assert sum_tree.block_layout(1000) == (64, 16)  # sqrt 31.6: the floor of 64
+    assert sum_tree.block_layout(1_000_000) == (1024, 977)  # 977 * 1024 = 1,000,448 flags
 
 
 def test_sampling_is_uniform_over_every_sampleable_slot() -> None:
@@ -294,9 +499,10 @@ def test_sampling_is_uniform_over_every_sampleable_slot() -> None:
 
 def test_capacity_and_bytes_of_one_million_frames() -> None:
     memory = ReplayMemory(capacity=1000)
-    assert memory.nbytes == replay_bytes(1000) + (memory.sampleable.numel() - 1000)
+    assert memory.nbytes == replay_bytes(1000) + (memory.storage.valid.numel() - 1000)
     assert replay_bytes(1000) == 1000 * (84 * 84 + 30)
-    assert memory.frames.dtype == torch.uint8 and memory.frames.shape == (1000, 84, 84)
+    frames = memory.storage.frames
+    assert frames.dtype == torch.uint8 and frames.shape == (1000, 84, 84)
     # The CUDA issue's bound: a 1M-frame memory holds at most 7.1 GB (7.086 GB); the indices stay
     # int32 in memory and are widened where they index the frames.
     assert replay_bytes(1_000_000) < 7.1e9
@@ -306,6 +512,26 @@ def test_memory_check_fails_early_and_names_the_override() -> None:
     with pytest.raises(ReplayMemoryError, match=r"needs .* GB .* buffer_size="):
         check_fits(10**9, (84, 84), torch.device("cpu"))  # 7 TB
     check_fits(1000, (84, 84), torch.device("cpu"))
+
+
+def test_the_smallest_memory_keeps_a_truncated_games_last_transition_whole() -> None:
+    """min_capacity gives a game stack + 2 slots: a truncated game writes two frames in the step
+    that completes its last transition, and the stack of that transition must survive them."""
+    assert min_capacity(4, 3) == 18
+    with pytest.raises(ReplayMemoryError, match=r">= 18 for 3 game\(s\) stacked by 4, got 17"):
+        ReplayMemory(capacity=17, frame_shape=(2, 2), stack=4, num_games=3)
+    memory = ReplayMemory(capacity=min_capacity(2, 1), frame_shape=(2, 2), stack=2)  # 4 slots
+    memory.start(_frame(1)[None])
+    _step(memory, 0, 0.0, False, False, _frame(2))
+    _step(memory, 1, 0.0, False, False, _frame(3))
+    # Frames 4 (the final one, slot 3) and 9 (the next first one) wrap onto slot 0, frame 1's;
+    # in a ring of 3 slots, 9 would land on frame 2, inside the completed transition's stack.
+    _step(memory, 2, 0.5, False, True, _frame(4), next_first=_frame(9))
+    assert memory.sampleable_slots().tolist() == [2]  # slot 1's stack reached frame 1
+    batch = memory.gather(torch.tensor([2]))
+    assert _newest_values(batch.obs_tm1) == [[2, 3]]
+    assert _newest_values(batch.obs_t) == [[3, 4]]
+    assert batch.reward_t.tolist() == [0.5]
 
 
 def test_misuse_is_an_error() -> None:
@@ -318,6 +544,10 @@ def test_misuse_is_an_error() -> None:
         ReplayMemory(capacity=3, frame_shape=(2, 2), stack=4)
     with pytest.raises(ReplayMemoryError, match="capacity"):
         ReplayMemory(capacity=20, frame_shape=(2, 2), stack=4, num_games=4)  # 5 a game
+    with pytest.raises(ReplayMemoryError, match="n_step must be >= 1, got 0"):
+        ReplayMemory(capacity=16, frame_shape=(2, 2), n_step=0)
+    with pytest.raises(ReplayMemoryError, match=r"gamma must be in \[0, 1\], got 1.5"):
+        ReplayMemory(capacity=16, frame_shape=(2, 2), gamma=1.5)
     memory.start(_frame(1)[None])
     _step(memory, 0, 0.0, False, False, _frame(2))
     with pytest.raises(ReplayMemoryError, match="max_batch_size"):
@@ -351,12 +581,15 @@ def _ops(fn) -> collections.Counter:
     )
 
 
-def test_writing_and_sampling_take_the_same_ops_for_1_and_16_games() -> None:
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_writing_and_sampling_take_the_same_ops_for_1_and_16_games(n_step: int) -> None:
     """A vector step's writes, and a batch, cost a number of tensor ops that does not grow with
     the number of games (each op is at least one launch or copy on a GPU)."""
     counts = {}
     for n in (1, 16):
-        memory = ReplayMemory(capacity=n * 100, frame_shape=(4, 4), num_games=n, seed=0)
+        memory = ReplayMemory(
+            capacity=n * 100, frame_shape=(4, 4), num_games=n, seed=0, n_step=n_step
+        )
         memory.start(np.zeros((n, 4, 4), np.uint8))
         rng = np.random.default_rng(0)
 
@@ -377,23 +610,51 @@ def test_writing_and_sampling_take_the_same_ops_for_1_and_16_games() -> None:
         counts[n] = (_ops(step), _ops(lambda m=memory: m.gather(m.sample_slots(32))))
     assert counts[1] == counts[16]
     write_ops, sample_ops = counts[16]
-    # Sampling's 36 include a flatten (a view: no launch) that lets the frame gather be an
-    # index_select, 8x faster than advanced indexing of uint8 on the CPU.
-    assert sum(write_ops.values()) <= 24 and sum(sample_ops.values()) <= 36, counts[16]
+    # Measured (torch 2.13 on the CPU): 22 ops for the writes. Sampling's 37 include a flatten
+    # (a view: no launch) that lets the frame gather be an index_select, 8x faster than advanced
+    # indexing of uint8 on the CPU, the int64 widening of its indices, and the product that
+    # puts gamma into the discount. Each further step of an n-step return adds 13: the next
+    # slot and its widening to int64 (indexing with int32 would convert inside each of the
+    # three lookups that follow), its flag, reward and discount, the test whether the chain
+    # goes on (2), two products, a sum, and three selects.
+    assert sum(write_ops.values()) <= 22, counts[16]
+    assert sum(sample_ops.values()) <= 37 + 13 * (n_step - 1), counts[16]
 
 
-def _filled_memory() -> tuple[ReplayMemory, list[dict]]:
+@pytest.mark.slow
+def test_sampling_and_the_n_step_gather_compile_as_one_graph() -> None:
+    """The update compiles sample_slots + gather with fullgraph=True (static shapes, no host
+    sync, no graph break); compiled, they give the eager batch for the same uniforms."""
+    events = _play(["Breakout"], 900, seed=0, terminal_on_life_loss=True, max_episode_frames=400)
+    memory = ReplayMemory(capacity=200, seed=1, n_step=3)
+    _fill(memory, events)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda: memory.gather(memory.sample_slots(64)), fullgraph=True)
+    (counter,) = memory.sampling_state()
+    for _ in range(3):
+        memory.prepare_sample(64)
+        before = counter.clone()
+        eager = memory.gather(memory.sample_slots(64))
+        counter.copy_(before)  # the same uniforms again
+        for name, a, b in zip(Batch._fields, eager, compiled(), strict=True):
+            assert torch.equal(a, b), name
+
+
+def _filled_memory(n_step: int = 1) -> tuple[ReplayMemory, list[dict]]:
     events = _play(["Breakout", "Pong"], 260, seed=1, max_episode_frames=500)
-    memory = ReplayMemory(capacity=2 * 200, num_games=2, seed=3)
+    memory = ReplayMemory(capacity=2 * 200, num_games=2, seed=3, n_step=n_step)
     _fill(memory, events[:200])
     memory.sample(32)
     return memory, events
 
 
-def test_save_and_load_continue_exactly(tmp_path: Path) -> None:
-    memory, events = _filled_memory()
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_save_and_load_continue_exactly(tmp_path: Path, n_step: int) -> None:
+    """n-step returns are built from the single steps when sampling: nothing else is saved."""
+    memory, events = _filled_memory(n_step)
     memory.save(tmp_path / "saved")
-    restored = ReplayMemory(capacity=2 * 200, num_games=2, seed=99)  # the seed is restored too
+    # The seed is restored too.
+    restored = ReplayMemory(capacity=2 * 200, num_games=2, seed=99, n_step=n_step)
     restored.load(tmp_path / "saved")
     # Both continue with the same writes and give the same samples.
     for e in events[200:]:
@@ -409,6 +670,57 @@ def test_save_and_load_continue_exactly(tmp_path: Path) -> None:
         for x, y in zip(memory.sample(16), restored.sample(16), strict=True):
             assert torch.equal(x, y)
     assert memory.sampleable_slots().tolist() == restored.sampleable_slots().tolist()
+
+
+# Written by dqn_atari/replay.py of commit 33ab06e (before replay became a package) from
+# `_format2_writes` into ReplayMemory(**_FORMAT2_MEMORY).
+FORMAT2_SAVED = Path(__file__).parent / "data" / "replay_format2"
+_FORMAT2_MEMORY = {"capacity": 2 * 16, "frame_shape": (4, 4), "num_games": 2, "seed": 7}
+
+
+def _format2_writes(memory: ReplayMemory, steps: int, seed: int = 20) -> None:
+    """Random frames, terminals and truncations, past the wrap-around of both 16-slot rings."""
+    rng = np.random.default_rng(seed)
+    if seed == 20:
+        memory.start(rng.integers(0, 256, (2, 4, 4), dtype=np.uint8))
+    for _ in range(steps):
+        ended = rng.random(2) < 0.15
+        memory.add_step(
+            rng.integers(4, size=2),
+            rng.normal(size=2),
+            ended & (rng.random(2) < 0.5),
+            ended,
+            rng.integers(0, 256, (2, 4, 4), dtype=np.uint8),
+            rng.integers(0, 256, (2, 4, 4), dtype=np.uint8),
+        )
+        memory.sample(8)
+
+
+def test_a_memory_saved_before_the_split_loads_and_continues_the_same(tmp_path: Path) -> None:
+    """The on-disk format did not change: a memory saved by the single-module replay.py loads,
+    holds what a memory given the same writes holds now, saves the same files, and continues
+    with identical samples."""
+    now = ReplayMemory(**_FORMAT2_MEMORY)
+    _format2_writes(now, 40)
+    loaded = ReplayMemory(**{**_FORMAT2_MEMORY, "seed": 0})
+    loaded.load(FORMAT2_SAVED)
+    assert loaded.sampleable_slots().tolist() == now.sampleable_slots().tolist()
+    now.save(tmp_path / "now")
+    ours = torch.load(tmp_path / "now" / "meta.pt", weights_only=True)
+    theirs = torch.load(FORMAT2_SAVED / "meta.pt", weights_only=True)
+    # Terminals, truncations (an end slot each: more frames than steps) and both rings wrapped.
+    assert 0.0 in theirs["discounts"].tolist() and (theirs["written"] > 41).all()
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        tensor = isinstance(value, torch.Tensor)
+        assert torch.equal(ours[key], value) if tensor else ours[key] == value, key
+    frames = (tmp_path / "now" / "frames.u8").read_bytes()
+    assert frames == (FORMAT2_SAVED / "frames.u8").read_bytes()
+    for memory in (now, loaded):
+        _format2_writes(memory, 10, seed=21)
+    for _ in range(5):
+        for x, y in zip(now.sample(16), loaded.sample(16), strict=True):
+            assert torch.equal(x, y)
 
 
 def _damage(directory: Path, how: str) -> None:
