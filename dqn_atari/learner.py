@@ -74,6 +74,9 @@ class Sampler(Protocol):
 
     def sampling_state(self) -> list[Tensor]: ...
 
+    gamma: float
+    n_step: int
+
     def sample_slots(self, batch_size: int) -> Tensor: ...
 
     def gather(self, slot: Tensor) -> Batch: ...
@@ -101,6 +104,14 @@ class Learner:
         compile_backend: str | Callable[..., Any] = "inductor",
     ) -> None:
         device = device or next(online.parameters()).device
+        # The replay folds the discount into its batches (discount_t = gamma^k): its gamma and
+        # n-step are the algorithm's.
+        for name in ("gamma", "n_step"):
+            if replay is not None and getattr(replay, name) != getattr(algo, name):
+                raise ValueError(
+                    f"the replay memory's {name} is {getattr(replay, name)}, the algorithm's "
+                    f"{getattr(algo, name)}"
+                )
         self.online = online
         self.target = copy.deepcopy(online).requires_grad_(False)
         self.optimizer = optimizer
@@ -217,8 +228,6 @@ class Learner:
         the running sums."""
         assert self.replay is not None
         batch = self.replay.gather(self.replay.sample_slots(self.batch_size))
-        # The replay's discount_t is 0 or 1; the losses take gamma^k folded in.
-        batch = batch._replace(discount_t=batch.discount_t * self.algo.gamma)
         loss, q_taken, grads = self._loss_and_grads(batch)
         if self.algo.max_grad_norm is not None:
             clip_grad_norm_(grads, self.algo.max_grad_norm)

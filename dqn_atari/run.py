@@ -93,6 +93,8 @@ def build_replay(config: TrainConfig, device: torch.device) -> ReplayMemory:
         seed=config.seed,
         num_games=config.num_envs,
         max_batch_size=config.batch_size,
+        gamma=config.algo.gamma,
+        n_step=config.algo.n_step,
     )
 
 

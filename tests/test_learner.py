@@ -152,7 +152,7 @@ def test_loop_converges_to_q_star_on_the_recycling_chain(tmp_path: Path) -> None
         ),
     )
     algo = config.algo
-    replay = ReplayMemory(capacity=2000, frame_shape=(1, 5), stack=1, seed=0)
+    replay = ReplayMemory(capacity=2000, frame_shape=(1, 5), stack=1, seed=0, gamma=algo.gamma)
     learner = Learner(
         net,
         make_optimizer(algo, list(net.parameters())),

@@ -14,8 +14,8 @@ from torch import nn
 
 from dqn_atari.config import AlgoConfig, TrainConfig
 from dqn_atari.learner import Learner
-from dqn_atari.losses import QOutput
 from dqn_atari.loop import Schedule, TrainState, learn, train
+from dqn_atari.losses import QOutput
 from dqn_atari.optim import make_optimizer
 from dqn_atari.replay import ReplayMemory
 from dqn_atari.vector import InProcessGames, VectorStep
