@@ -8,21 +8,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dqn_atari.report.runs import Run
+from dqn_atari.settings import SPEED_ONLY
 
-# Settings that do not change what a run learns or how it is scored: runs that differ only in
-# these (and in seed and game) are one experiment.
+# Runs that differ only in these are one experiment. The seed and the game are what a group
+# spans; the rest are how a run was carried out, not what was asked of it: the speed-only
+# settings; where it was continued from, and whether its replay memory was saved or refilled on
+# the way (a resume that refills changes the run's course, as an interruption does, not its
+# experiment); and what it logs, checkpoints and evaluates during training (that evaluation
+# plays its own game with its own RNG, so it never changes training).
 NOT_THE_EXPERIMENT = frozenset(
     {
         "seed",
         "env.game",
-        "device",
+        *SPEED_ONLY,
         "resume",
-        "compile",
+        "save_replay",
+        "refill_replay",
         "progress_interval_s",
         "log_interval",
         "checkpoint_interval",
         "keep_checkpoints",
-        "save_replay",
         "eval_interval",
         "eval_episodes",
     }
