@@ -11,6 +11,8 @@ from typing import TextIO
 
 from torch.utils.tensorboard import SummaryWriter
 
+from dqn_atari import tags
+
 
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -75,8 +77,9 @@ class RecentRate:
 class Metrics:
     """Writes `train/*`, `eval/*` and `perf/*` scalars, and prints progress to the console.
 
-    Tags: train/episode_return, train/episode_length, train/loss, train/q_mean, train/epsilon,
-    perf/sps (agent steps per second), eval/return_mean, eval/return_std.
+    Tags (named in dqn_atari/tags.py, which dqn-report reads them by): train/episode_return,
+    train/episode_length, train/loss, train/q_mean, train/epsilon, perf/sps (agent steps per
+    second), eval/return_mean, eval/return_std.
 
     The progress line shows the recent rate and an ETA from it (see RecentRate): one line per
     `progress_interval_s`, terminal or not, so logs and Slurm output read the same. `clock`
@@ -117,27 +120,27 @@ class Metrics:
 
     def episode(self, step: int, episode_return: float, episode_length: int) -> None:
         self.recent_returns.append(episode_return)
-        self.writer.add_scalar("train/episode_return", episode_return, step)
-        self.writer.add_scalar("train/episode_length", episode_length, step)
+        self.writer.add_scalar(tags.TRAIN_EPISODE_RETURN, episode_return, step)
+        self.writer.add_scalar(tags.TRAIN_EPISODE_LENGTH, episode_length, step)
 
     def learner(self, step: int, loss: float, q_mean: float) -> None:
-        self.writer.add_scalar("train/loss", loss, step)
-        self.writer.add_scalar("train/q_mean", q_mean, step)
+        self.writer.add_scalar(tags.TRAIN_LOSS, loss, step)
+        self.writer.add_scalar(tags.TRAIN_Q_MEAN, q_mean, step)
 
     def speed(self, step: int, epsilon: float) -> float:
         """Logs perf/sps (agent steps per second since the last call) and train/epsilon."""
-        self.writer.add_scalar("train/epsilon", epsilon, step)
+        self.writer.add_scalar(tags.TRAIN_EPSILON, epsilon, step)
         now = self.clock()
         then, then_step = self._window_start
         if now > then and step > then_step:
             self.sps = (step - then_step) / (now - then)
-            self.writer.add_scalar("perf/sps", self.sps, step)
+            self.writer.add_scalar(tags.PERF_SPS, self.sps, step)
         self._window_start = (now, step)
         return self.sps
 
     def evaluation(self, step: int, return_mean: float, return_std: float) -> None:
-        self.writer.add_scalar("eval/return_mean", return_mean, step)
-        self.writer.add_scalar("eval/return_std", return_std, step)
+        self.writer.add_scalar(tags.EVAL_RETURN_MEAN, return_mean, step)
+        self.writer.add_scalar(tags.EVAL_RETURN_STD, return_std, step)
         self.message(f"eval at step {step:,}: return {return_mean:.1f} +- {return_std:.1f}")
 
     def progress(self, step: int, epsilon: float, force: bool = False) -> None:

@@ -1,7 +1,10 @@
 """Speed settings that are not part of the algorithm: CUDA graph replay, host memory reuse.
 
 Each changes how fast a run goes, never what it computes; README's Performance section gives
-the measurement behind each.
+the measurement behind each. The config settings that only change speed are listed once, as
+`settings.SPEED_ONLY` (device, compile, cuda_graph): dqn-report groups runs that differ only in
+them as one experiment, so a mechanism behind one of them may change the last bits of
+floating point, never the algorithm.
 """
 
 from __future__ import annotations

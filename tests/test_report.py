@@ -296,6 +296,35 @@ def test_protocols_budgets_and_settings_are_never_mixed(sweep_dir: Path, tmp_pat
     assert all(sizes[label] == 1 for label in (labels[0], labels[1], labels[3]))
 
 
+def test_speed_only_settings_do_not_split_a_group(tmp_path: Path) -> None:
+    # One experiment run on the CPU, on a GPU with every speed setting on, and resumed with a
+    # refilled replay memory: one group. bf16 and 16 games at once are other experiments.
+    root = tmp_path / "runs"
+    on_the_cpu = {"device": "cpu", "compile": False, "cuda_graph": False, "num_envs": 1,
+                  "precision": "fp32", "resume": None, "refill_replay": False}  # fmt: skip
+    runs = {
+        "cpu": {},
+        "gpu": {"device": "cuda", "compile": True, "cuda_graph": True},
+        "resumed": {"resume": "runs/resumed", "refill_replay": True},
+        "bf16": {"precision": "bf16"},
+        "games": {"num_envs": 16},
+    }
+    for seed, (name, settings) in enumerate(runs.items()):
+        changed = {**on_the_cpu, **settings}
+        run = write_run(root / name, "Pong", "pong", seed, -20.0 + seed)
+        edit_summary(run, lambda s, changed=changed: s["config"].update(changed))
+    out = tmp_path / "o.json"
+    result = dqn_report(root, "--no-plots", "--json", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    seeds = {g["label"]: g["games"][0]["seeds"] for g in json.loads(out.read_text())["groups"]}
+    steps = "Nature protocol, dqn, 1,000 agent steps (4,000 frames)"
+    assert seeds == {
+        f"{steps}, num_envs=1, precision=fp32": [0, 1, 2],
+        f"{steps}, num_envs=1, precision=bf16": [3],
+        f"{steps}, num_envs=16, precision=fp32": [4],
+    }
+
+
 def test_a_game_without_reference_scores_is_reported_raw(tmp_path: Path) -> None:
     write_run(tmp_path / "runs" / "a", "Frogger", "frogger", 0, 12.0)
     write_run(tmp_path / "runs" / "b", "Pong", "pong", 0, -20.7 + 0.5 * 35.3)
