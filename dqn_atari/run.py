@@ -39,7 +39,7 @@ from dqn_atari.hooks import DivergenceError, RunHooks
 from dqn_atari.learner import Learner, prepare_update
 from dqn_atari.loop import Schedule, TrainState, train
 from dqn_atari.metrics import Metrics
-from dqn_atari.networks import NatureQNetwork, q_function
+from dqn_atari.networks import NatureQNetwork, NetworkSpec, build_network, q_function
 from dqn_atari.optim import make_optimizer
 from dqn_atari.perf import keep_freed_host_memory
 from dqn_atari.replay import ReplayMemory, ReplayMemoryError, check_fits
@@ -98,11 +98,26 @@ def build_replay(config: TrainConfig, device: torch.device) -> ReplayMemory:
     )
 
 
+def network_spec(config: TrainConfig, num_actions: int) -> NetworkSpec:
+    """The Q-network the algorithm asks for, as its checkpoints record it."""
+    algo, env = config.algo, config.env
+    atoms = {"c51": algo.atoms, "qr": algo.quantiles}.get(algo.distribution, 1)
+    return NetworkSpec(
+        num_actions=num_actions,
+        frames=env.frame_stack,
+        frame_size=env.screen_size,
+        dueling=algo.dueling,
+        distribution=algo.distribution,
+        atoms=atoms,
+        v_min=algo.v_min,
+        v_max=algo.v_max,
+    )
+
+
 def build_learner(
     config: TrainConfig, device: torch.device, num_actions: int, replay: ReplayMemory
 ) -> Learner:
-    env = config.env
-    network = NatureQNetwork(num_actions, env.frame_stack, env.screen_size).to(device)
+    network = build_network(network_spec(config, num_actions)).to(device)
     return Learner(
         network,
         make_optimizer(config.algo, list(network.parameters())),
