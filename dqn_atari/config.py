@@ -63,6 +63,11 @@ class AlgoConfig:
     v_min: float = -10.0  # C51: the support's ends, in (clipped) return units
     v_max: float = 10.0
     quantiles: int = 200  # QR-DQN: quantiles per action
+    # Noisy nets (Fortunato et al., 2018): factorised Gaussian NoisyLinear dense layers, noise
+    # redrawn for every update and every acting step; exploration is the noise, so epsilon is
+    # 0 while training (evaluation plays the mean weights at eval_epsilon).
+    noisy: bool = False
+    noisy_sigma0: float = 0.5  # initial noise scale (the paper's sigma_0 for factorised noise)
     optimizer: str = "rmsprop"  # rmsprop (DeepMind's centered RMSProp) | adam
     lr: float = 2.5e-4  # learning rate
     rmsprop_alpha: float = 0.95  # decay of the gradient and squared-gradient averages
@@ -321,6 +326,7 @@ def check_algo(algo: AlgoConfig) -> None:
             f"algo.v_min and algo.v_max must be finite with v_min < v_max, got {algo.v_min} "
             f"and {algo.v_max}"
         )
+    _finite_positive({"algo.noisy_sigma0": algo.noisy_sigma0})
     if algo.optimizer not in OPTIMIZERS:
         raise ConfigError(
             f"algo.optimizer must be one of {', '.join(OPTIMIZERS)}, got '{algo.optimizer}'"

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dqn_atari.config import AlgoConfig, ConfigError
+from dqn_atari.heads import noisy_layers, reset_noise, set_noise
 from dqn_atari.losses import (
     LossOutput,
     QOutput,
@@ -26,7 +27,7 @@ from dqn_atari.losses import (
     q_learning_losses,
     quantile_losses,
 )
-from dqn_atari.networks import NetForward, autocast_forward, q_function
+from dqn_atari.networks import NetForward, QFunction, autocast_forward, q_function
 from dqn_atari.optim import Optimizer, OptimizerStateError
 from dqn_atari.perf import CudaGraphCall
 from dqn_atari.replay import Batch
@@ -120,6 +121,7 @@ class Learner:
         self.batch_size = batch_size
         self.device = device
         self._names = [name for name, _ in online.named_parameters()]
+        self.noisy = any(True for _ in noisy_layers(online))
         self.params: list[Tensor] = [p for _, p in online.named_parameters()]
         self.target_params: list[Tensor] = list(self.target.parameters())
         self._precision = precision
@@ -138,10 +140,9 @@ class Learner:
         self.graphed = cuda_graph and self.device.type == "cuda"
         # Acting runs in fp32 whatever the update's precision: at batch 1 to N, bf16's casts
         # cost more than they save.
-        self.q_online = q_function(self.online, self.device, "fp32", compile, self._backend)
-        # Evaluation plays one game at batch 1: eagerly, so the compiled act forward keeps the
-        # one shape it was compiled for (the number of games) and never recompiles.
-        self.q_eval = q_function(self.online, self.device, "fp32")
+        self.q_online = q_function(
+            self.online, self.device, "fp32", compile, self._backend, fresh_noise=self.noisy
+        )
         update: Callable[[], None] = self._sample_and_train
         if compile:
             update = torch.compile(self._sample_and_train, fullgraph=True, backend=self._backend)
@@ -150,10 +151,23 @@ class Learner:
             CudaGraphCall(update, self.device) if self.graphed else update
         )
 
+    def evaluation_policy(self) -> QFunction:
+        """The online network's Q-values as evaluation plays them: eager at batch 1 (the
+        compiled act forward keeps the one shape it was compiled for, the number of games, and
+        never recompiles), and for noisy nets with the mean weights, on a copy taken now. The
+        noise is the agent's exploration, as epsilon is DQN's; the mean network is the policy
+        it learned, and evaluation then explores only as its protocol says (eval_epsilon)."""
+        network = self.online
+        if self.noisy:
+            network = copy.deepcopy(self.online)
+            set_noise(network, False)
+        return q_function(network, self.device, "fp32")
+
     def _written_tensors(self) -> list[Tensor]:
-        """Every tensor an update writes in place: weights, optimizer state, running sums and
-        the sampler's counter."""
-        tensors = [*self.params, self.loss_sum, self.q_sum]
+        """Every tensor an update (or an act forward) writes in place: weights, the networks'
+        buffers (noisy layers' noise), optimizer state, running sums and the sampler's state."""
+        tensors = [*self.params, *self.online.buffers(), *self.target.buffers()]
+        tensors += [self.loss_sum, self.q_sum]
         for value in self.optimizer.state_dict().values():
             tensors += [t for t in (value if isinstance(value, list) else [value])
                         if isinstance(t, Tensor)]  # fmt: skip
@@ -167,10 +181,12 @@ class Learner:
         put back: compiling and capturing happen now, before acting, and change nothing.
 
         The update samples whatever the memory holds (an empty memory's slot 0 is a valid
-        index into its buffers); no random stream is drawn from, since the host-side sampling
-        (`prepare_sample`) is not called."""
+        index into its buffers); the host-side sampling (`prepare_sample`) is not called, and
+        torch's generators, which noisy layers draw from, are put back too."""
         written = self._written_tensors()
         saved = [t.detach().clone() for t in written]
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         try:
             with torch.no_grad():
                 self.q_online(example_obs)
@@ -182,8 +198,10 @@ class Learner:
         finally:
             with torch.no_grad():
                 torch._foreach_copy_(written, saved)
-            if self.device.type == "cuda":
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
                 torch.cuda.synchronize(self.device)
+                torch.cuda.set_rng_state(cuda_rng, self.device)
 
     # ------------------------------------------------------------------ the update
 
@@ -227,6 +245,9 @@ class Learner:
         on the device, rebuild its stacks, the loss and its gradients, the optimizer step and
         the running sums."""
         assert self.replay is not None
+        if self.noisy:  # fresh noise for every update, online and target (Fortunato et al.)
+            reset_noise(self.online)
+            reset_noise(self.target)
         batch = self.replay.gather(self.replay.sample_slots(self.batch_size))
         loss, q_taken, grads = self._loss_and_grads(batch)
         if self.algo.max_grad_norm is not None:

@@ -101,16 +101,19 @@ class Schedule:
     @classmethod
     def of(cls, config: TrainConfig) -> Schedule:
         algo = config.algo
+        epsilon = LinearSchedule(
+            algo.epsilon_start,
+            algo.epsilon_end,
+            algo.epsilon_decay_steps,
+            begin_step=config.learning_starts,
+        )
+        if algo.noisy:  # noisy nets explore with their noise (Fortunato et al., 2018): no epsilon
+            epsilon = LinearSchedule(0.0, 0.0, 0)
         return cls(
             total_steps=config.total_steps,
             train_every=algo.train_every,
             target_update_interval=algo.target_update_interval,
-            epsilon=LinearSchedule(
-                algo.epsilon_start,
-                algo.epsilon_end,
-                algo.epsilon_decay_steps,
-                begin_step=config.learning_starts,
-            ),
+            epsilon=epsilon,
         )
 
     def learns_at(self, step: int, learn_from_step: int) -> bool:

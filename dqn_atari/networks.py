@@ -12,7 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from dqn_atari.heads import DuelingHead, LinearFactory, NoisyLinear, QHead, ValueDistribution
+from dqn_atari.heads import (
+    DuelingHead,
+    LinearFactory,
+    NoisyLinear,
+    QHead,
+    ValueDistribution,
+    reset_noise,
+)
 from dqn_atari.losses import QOutput
 
 QFunction = Callable[[torch.Tensor], torch.Tensor]  # uint8 observations -> float32 Q-values
@@ -196,14 +203,19 @@ def q_function(
     precision: str = "fp32",
     compile: bool = False,
     backend: str | Callable[..., object] = "inductor",
+    fresh_noise: bool = False,
 ) -> QFunction:
-    """`net`'s Q-values as used for acting: optionally compiled, optionally in bf16.
+    """`net`'s Q-values as used for acting: optionally compiled, optionally in bf16; with
+    `fresh_noise`, its noisy layers draw new noise before every forward (every acting step,
+    as Fortunato et al. act).
 
     The parameters stay `net`'s own (float32; the optimizer and checkpoints see only them).
     """
     forward = autocast_forward(net, device, precision)
 
     def q_values(obs: torch.Tensor) -> torch.Tensor:
+        if fresh_noise:
+            reset_noise(net)
         return forward(obs).q_values
 
     if compile:

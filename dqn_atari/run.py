@@ -111,6 +111,8 @@ def network_spec(config: TrainConfig, num_actions: int) -> NetworkSpec:
         atoms=atoms,
         v_min=algo.v_min,
         v_max=algo.v_max,
+        noisy=algo.noisy,
+        sigma0=algo.noisy_sigma0,
     )
 
 
@@ -173,7 +175,7 @@ def evaluator(
         # Own game and RNG per evaluation, both seeded by the step: evaluating never shifts the
         # training streams, so a resumed run evaluates and trains as the uninterrupted one.
         return play_games(
-            learner.q_eval,
+            learner.evaluation_policy(),
             config.env.game,
             options,
             config.eval_episodes,
@@ -460,7 +462,7 @@ def _finish(
         # Nature's evaluation at the end of training, with its own game and random stream,
         # seeded apart from the periodic evaluations.
         final = play_games(
-            learner.q_eval,
+            learner.evaluation_policy(),
             config.env.game,
             config.env.for_evaluation(config.eval_max_episode_frames),
             config.final_eval_episodes,
