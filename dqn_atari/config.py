@@ -40,6 +40,20 @@ class ConfigError(ValueError):
     """A config value that cannot work, with the reason."""
 
 
+@dataclass(frozen=True)
+class NatureEvaluation:
+    """Nature's evaluation protocol (Mnih et al., 2015, Methods): the defaults of the final
+    evaluation of a run and of dqn-eval, in one place."""
+
+    episodes: int = 30  # games
+    epsilon: float = 0.05  # exploration while playing
+    max_episode_frames: int = 18_000  # emulator frames per game (5 minutes)
+    noop_max: int = AtariOptions.noop_max  # up to 30 random no-op frames at each start
+
+
+NATURE_EVALUATION = NatureEvaluation()
+
+
 @dataclass
 class EnvConfig(AtariOptions):
     """The `env` node: a game and how it becomes phi(s) (AtariOptions' fields and defaults)."""
@@ -84,7 +98,7 @@ class AlgoConfig:
     epsilon_start: float = 1.0  # exploration at learning_starts
     epsilon_end: float = 0.1  # exploration after the decay, held
     epsilon_decay_steps: int = 1_000_000  # agent steps of linear decay, from learning_starts
-    eval_epsilon: float = 0.05  # exploration while evaluating
+    eval_epsilon: float = NATURE_EVALUATION.epsilon  # exploration while evaluating
 
 
 @dataclass
@@ -111,8 +125,10 @@ class TrainConfig:
     refill_replay: bool = False
     eval_interval: int = 250_000  # agent steps between evaluations during training; 0 = off
     eval_episodes: int = 10  # games per evaluation during training
-    eval_max_episode_frames: int = 18_000  # emulator frames per evaluation game (5 minutes)
-    final_eval_episodes: int = 30  # games of the evaluation at the end of training; 0 = none
+    # Emulator frames per evaluation game (5 minutes).
+    eval_max_episode_frames: int = NATURE_EVALUATION.max_episode_frames
+    # Games of the evaluation at the end of training; 0 = none.
+    final_eval_episodes: int = NATURE_EVALUATION.episodes
     log_interval: int = 1_000  # agent steps between the learner's TensorBoard scalars
     progress_interval_s: float = 2.0  # seconds between progress lines; 0 = every vector step
     resume: str | None = None  # a run directory to continue from its checkpoints/latest.pt
@@ -129,10 +145,10 @@ class EvalConfig:
     """dqn-eval's config: Nature's evaluation protocol by default."""
 
     checkpoint: str = MISSING  # a checkpoint file, its checkpoints/ folder, or the run folder
-    episodes: int = 30  # games to play
-    epsilon: float = 0.05  # exploration while playing
-    max_episode_frames: int = 18_000  # emulator frames per game (5 minutes)
-    noop_max: int = 30  # emulator frames: up to this many random no-ops at each start
+    episodes: int = NATURE_EVALUATION.episodes  # games to play
+    epsilon: float = NATURE_EVALUATION.epsilon  # exploration while playing
+    max_episode_frames: int = NATURE_EVALUATION.max_episode_frames  # emulator frames per game
+    noop_max: int = NATURE_EVALUATION.noop_max  # emulator frames: up to this many no-ops at start
     device: str = AUTO  # auto | cpu | cuda | cuda:N
     seed: int = 0  # seeds the emulator and the epsilon-greedy choices
     video: bool = False  # write an MP4 of the first game next to the checkpoint
@@ -202,13 +218,13 @@ def _switch(name: str, value: Any, auto: Callable[[], bool]) -> bool:
     raise ConfigError(f"{name} must be true, false or auto, got '{value}'")
 
 
-SPEED_SETTINGS = ("num_envs", "compile", "cuda_graph")  # the keys that may be `auto`
+AUTO_SETTINGS = ("num_envs", "compile", "cuda_graph")  # the keys that may be `auto`
 
 
 def auto_settings(cfg: TrainConfig) -> frozenset[str]:
     """Which of num_envs, compile and cuda_graph are `auto` (before resolve_auto): a setting
     chosen by auto falls back when it fails at start-up; one asked for is an error."""
-    return frozenset(k for k in SPEED_SETTINGS if str(getattr(cfg, k)).lower() == AUTO)
+    return frozenset(k for k in AUTO_SETTINGS if str(getattr(cfg, k)).lower() == AUTO)
 
 
 def resolve_auto(cfg: TrainConfig, device: torch.device, cores: int | None = None) -> None:

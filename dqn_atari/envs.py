@@ -49,11 +49,6 @@ def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def available_games() -> list[str]:
-    """Every game ale-py ships a ROM for, in display spelling ('Breakout', 'SpaceInvaders')."""
-    return sorted(display_name(rom_id) for rom_id in roms.get_all_rom_ids())
-
-
 def resolve_game(name: str) -> str:
     """Map a user's game name to its ALE ROM id, case and separators ignored.
 

@@ -14,7 +14,6 @@ from gymnasium.utils.env_checker import check_env
 from dqn_atari.envs import (
     AtariPhiEnv,
     UnknownGameError,
-    available_games,
     display_name,
     make_atari_env,
     resolve_game,
@@ -399,13 +398,6 @@ def test_unknown_game_names_the_close_match() -> None:
         resolve_game("SpaceInvader")
     with pytest.raises(UnknownGameError, match="games are available"):
         resolve_game("qqqqqqqqqq")
-
-
-def test_available_games() -> None:
-    games = available_games()
-    assert {"Breakout", "Pong", "SpaceInvaders", "Seaquest"} <= set(games)
-    assert games == sorted(set(games))
-    assert len(games) == len(roms.get_all_rom_ids())
 
 
 def test_render_returns_the_raw_screen() -> None:
