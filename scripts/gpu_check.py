@@ -167,8 +167,7 @@ def summarize(stage: str, figures: Any) -> str:
         )
     for name, rates in figures.get("learner_batch32", {}).items():
         parts.append(
-            f"{name}: {fmt(rates['updates_per_s'])} updates/s "
-            f"({fmt(rates['updates_per_s_with_sampling'])} with sampling)"
+            f"{name}: {fmt(rates['updates_per_s_with_sampling'])} updates/s with sampling"
             if isinstance(rates, dict)
             else f"{name}: {rates}"
         )
