@@ -51,6 +51,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from dqn_atari.checkpoint import load_error_reason, load_untrusted
+
 
 class Batch(NamedTuple):
     """Transitions (s_tm1, a_tm1, r_t, discount_t, s_t), time-indexed as in DQN Zoo."""
@@ -556,11 +558,10 @@ class ReplayMemory:
         if not path.is_file():
             raise ReplayMemoryError(f"the saved replay memory is incomplete: {path} is missing")
         try:
-            meta = torch.load(path, map_location="cpu", weights_only=True)
+            meta = load_untrusted(path)
         except Exception as err:  # torch.load raises many types on damaged bytes
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ReplayMemoryError(
-                f"cannot read {path} (truncated or corrupt?): {first}"
+                f"cannot read {path} (truncated or corrupt?): {load_error_reason(err)}"
             ) from None
         if not isinstance(meta, dict) or "format" not in meta:
             raise ReplayMemoryError(f"{path} is not a saved dqn-atari replay memory")
