@@ -578,6 +578,11 @@ _sweep_stopped_by: list[int] = []
 
 def _as_job(prog: str, job: Callable[[DictConfig], int], cfg: DictConfig) -> sweep.JobOutcome:
     """Run one job of a sweep to its end, whatever happens to it, and say how it ended."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN:  # hydra.main's single run (--run, -cd, ...)
+        code = job(cfg)
+        if code:
+            sys.exit(code)
+        return sweep.JobOutcome()
     if _sweep_stopped_by:
         code = _sweep_stopped_by[0]
         name = signal.Signals(code - 128).name
@@ -751,7 +756,11 @@ def _hydra_main(prog: str, config_name: str, task: Callable[[DictConfig], Any]) 
             return
         _check_command_line(args)
         args = route_game(args)
-        if parsed is not None and _only(parsed, "multirun"):
+        if parsed is not None and parsed.multirun:
+            if not _only(parsed, "multirun"):
+                # hydra.main would run the sweep and drop what its jobs return: a failed job
+                # would go unreported, and the sweep exit 0.
+                raise UsageError("-m takes no other Hydra flag (--cfg, --config-dir, ...) here")
             code = _multirun(prog, config_name, task, route_game(list(parsed.overrides)))
             if code:
                 raise SystemExit(code)
@@ -764,11 +773,21 @@ def _hydra_main(prog: str, config_name: str, task: Callable[[DictConfig], Any]) 
     hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(task)()
 
 
+def _without_run_flag(args: list[str]) -> list[str]:
+    """Hydra's --run/-r asks for what a command line without flags does: a single run, which
+    goes through compose (hydra.main would make its run directory before any check)."""
+    flags = [a for a in args if a.startswith("-")]
+    if flags and all(a in ("--run", "-r") for a in flags):
+        sys.argv = [sys.argv[0], *(a for a in args if a not in flags)]
+        return sys.argv[1:]
+    return args
+
+
 def train_entry() -> None:
     """Console script `dqn-train` (through dqn_atari.entry, which imports this module)."""
     started_s = time.monotonic()
     register_schemas()
-    args = sys.argv[1:]
+    args = _without_run_flag(sys.argv[1:])
     if any(a.startswith("-") for a in args):
         if any(_key_of(a) == "resume" for a in args) and ("-m" in args or "--multirun" in args):
             _fail(
@@ -851,7 +870,7 @@ def _evaluate(config: EvalConfig) -> None:
 def eval_entry() -> None:
     """Console script `dqn-eval` (through dqn_atari.entry, which imports this module)."""
     register_schemas()
-    args = sys.argv[1:]
+    args = _without_run_flag(sys.argv[1:])
     if any(a.startswith("-") for a in args):
         _hydra_main("dqn-eval", "eval", _eval_job)
         return
