@@ -1,5 +1,5 @@
 """`python -m dqn_atari ...` is `dqn-train ...`."""
 
-from dqn_atari.cli import train_entry
+from dqn_atari.entry import train
 
-train_entry()
+train()

@@ -13,11 +13,13 @@ leaves the previous checkpoint whole.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -50,6 +52,10 @@ class CheckpointWriteError(CheckpointError):
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Serialized in memory first: torch's zip writer turns a failed write (a full disk) into a
+    # RuntimeError that has lost the OS's reason; written by Python, it is the OSError itself.
+    data = io.BytesIO()
+    torch.save(state, data)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
@@ -58,7 +64,7 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         os.umask(umask)
         tmp.chmod(0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            f.write(data.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
@@ -71,6 +77,48 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+# Lines of torch.load's errors that tell the reader what to try rather than what is wrong. The one
+# to never repeat is "Re-running torch.load with weights_only set to False will likely succeed":
+# for a file of unknown origin that is the advice to run whatever code it holds.
+_ADVICE = re.compile(
+    r"weights_only|re-running|file an issue|check the documentation|if you are seeing this|"
+    r"this can happen|this is an internal|https?://",
+    re.IGNORECASE,
+)
+
+
+def load_error_reason(err: BaseException) -> str:
+    """What went wrong in one line, from an error of torch.load or load_state_dict: the detail
+    rather than a heading ("Error(s) in loading state_dict for NatureQNetwork:"), and never
+    torch's advice (retrying with weights_only=False)."""
+    text = str(err)
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if detail is not None:  # the weights-only unpickler met bytes no torch.save writes
+        return f"not a file torch.save wrote ({detail.group(1).strip()})"
+    for line in (line.strip() for line in text.splitlines()):
+        if not line or line.endswith(":"):
+            continue
+        sentences = re.split(r"(?<=\.)\s+", line)
+        kept = []
+        for sentence in sentences:
+            if _ADVICE.search(sentence):
+                break
+            kept.append(sentence)
+        if kept:
+            reason = " ".join(kept)
+            return reason if len(reason) <= 300 else reason[:297] + "..."
+    return type(err).__name__
+
+
+def load_untrusted(path: Path) -> Any:
+    """torch.load of a file from disk: tensors and plain data only, onto the CPU. Its warnings
+    about a file it cannot read (an unusual pickle protocol) are left out: the error that
+    follows says it in one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -92,16 +140,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "(truncated or corrupt?)"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_untrusted(path)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"refused checkpoint {path}: it would build Python objects when loaded; only tensors "
             "and plain data are accepted (torch.load weights_only=True)"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"cannot read checkpoint {path} (truncated or corrupt?): {first}"
+            f"cannot read checkpoint {path} (truncated or corrupt?): {load_error_reason(err)}"
         ) from None
     if not isinstance(state, dict) or state.get("format") not in FORMATS_READ:
         raise CheckpointError(f"{path} is not a dqn-atari checkpoint (format {FORMAT})")
@@ -189,6 +236,19 @@ class ScoredNetwork:
         return scored
 
 
+def write_failure(err: BaseException) -> str | None:
+    """Why a write failed, when `err` is a failed write: an OSError (no space, no permission, a
+    file size limit), or the RuntimeError torch's zip writer raises when the file it writes
+    through stops taking bytes (`torch.save` into a file object, as the replay memory's
+    metadata is saved). None for any other error, which is not the disk's."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err) or type(err).__name__
+    text = str(err)
+    if isinstance(err, RuntimeError) and ("StreamWriter" in text or "inline_container" in text):
+        return f"the write failed (a full disk?): {load_error_reason(err)}"
+    return None
+
+
 class CheckpointManager:
     """`latest.pt` plus periodic `step_NNNNNNNNN.pt` files in one directory, keeping the last K."""
 
@@ -224,10 +284,14 @@ class CheckpointManager:
             if periodic:
                 self._keep_copy(step)
             self._remove_stale(keep_replay=state.get("replay"))
-        except OSError as err:
+        except (OSError, RuntimeError) as err:
+            reason = write_failure(err)
+            if reason is None:
+                raise
+            # Past the rename, latest.pt is the new checkpoint (its periodic copy failed).
+            kept = f"holds agent step {step:,}" if committed else "is unchanged"
             raise CheckpointWriteError(
-                f"cannot write checkpoint in {self.directory}: {err.strerror or err}; "
-                f"{self.latest} is unchanged"
+                f"cannot write checkpoint in {self.directory}: {reason}; {self.latest} {kept}"
             ) from None
         finally:
             # Interrupted (a second Ctrl-C, a full disk) between the replay and latest.pt: the new
@@ -289,7 +353,8 @@ class CheckpointManager:
             # latest.pt is replaced by rename, never rewritten, so a hard link is a safe copy.
             os.link(self.latest, copy)
         except OSError:
-            save_atomic(torch.load(self.latest, weights_only=True), copy)
+            # Onto the CPU: a CUDA run's tensors would otherwise be loaded back onto its GPU.
+            save_atomic(torch.load(self.latest, map_location="cpu", weights_only=True), copy)
         if self.keep > 0:
             for old in self.periodic()[: -self.keep]:
                 old.unlink(missing_ok=True)

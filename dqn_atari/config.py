@@ -7,6 +7,7 @@ whole run). The YAML files under `configs/` only choose the groups and name the 
 
 `validate_train` and `validate_eval` check ranges and relations, raising ConfigError with a
 message a person can act on; each check lives once, here or in the component it belongs to.
+`RESUME_MAY_CHANGE` is what a resume may change; `resume_changes` finds anything else.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from dqn_atari.envs import AtariOptions
+from dqn_atari.envs import AtariOptions, resolve_game
 from dqn_atari.heads import DISTRIBUTIONS
 from dqn_atari.networks import PRECISIONS, bf16_supported, compile_error, min_frame_size
 from dqn_atari.preprocessing import ATARI_SCREEN_SHAPE
@@ -153,6 +154,64 @@ class EvalConfig:
     seed: int = 0  # seeds the emulator and the epsilon-greedy choices
     video: bool = False  # write an MP4 of the first game next to the checkpoint
     precision: str = "fp32"  # fp32 | bf16 (autocast while playing)
+
+
+# What `dqn-train resume=DIR key=value` may change: how long the run trains, how it is saved,
+# evaluated and logged, and where and how its update is computed. Every other value defines the
+# experiment (the game and phi, the training protocol, the seed, the algorithm, the games played
+# at once, the replay memory and the batch): changed halfway, the run would be neither the old
+# experiment nor a new one, and its summary would describe it wrongly.
+RESUME_MAY_CHANGE = (
+    "total_steps",  # train longer (or play the final evaluation of a run that reached it)
+    "checkpoint_interval",
+    "keep_checkpoints",
+    "save_replay",
+    "refill_replay",
+    # Evaluations play their own games with their own random streams: training is the same
+    # whatever they are, and summary.json records the values the final one used.
+    "eval_interval",
+    "eval_episodes",
+    "eval_max_episode_frames",
+    "final_eval_episodes",
+    "log_interval",
+    "progress_interval_s",
+    # The same update on another machine: a GPU, a CPU without bf16, a box without a compiler.
+    "device",
+    "precision",
+    "compile",
+    "cuda_graph",
+    "resume",
+)
+
+
+def _flat(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resume_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The values outside RESUME_MAY_CHANGE that `new` (the resumed run's config) changes from
+    `saved` (the config the checkpoint was trained with), as `key (old -> new)`."""
+    old_values, new_values = _flat(saved), _flat(new)
+    changes = []
+    for key, value in new_values.items():
+        if key in RESUME_MAY_CHANGE or key not in old_values:
+            continue  # a key an earlier version did not have: nothing to compare with
+        old = old_values[key]
+        if key == "num_envs" and str(value).lower() == AUTO:
+            continue  # resolved later; the checkpoint's own check names a different count
+        if key == "env.game":  # Pong, pong and ALE/Pong-v5 are one game (an unknown one raises)
+            same = str(old) == str(value) or resolve_game(str(value)) == resolve_game(str(old))
+        else:
+            same = old == value
+        if not same:
+            changes.append(f"{key} ({old} -> {value})")
+    return changes
 
 
 def register_schemas() -> None:
@@ -469,6 +528,11 @@ def validate_train(cfg: TrainConfig) -> torch.device:
 
 def validate_eval(cfg: EvalConfig) -> torch.device:
     """Checks dqn-eval's values; returns the device it plays on."""
+    if not str(cfg.checkpoint).strip():
+        raise ConfigError(
+            "checkpoint is empty (an unset variable?): give a checkpoint file, its checkpoints/ "
+            "folder or the run's folder, checkpoint=PATH"
+        )
     _at_least({"episodes": cfg.episodes}, 1)
     _probability({"epsilon": cfg.epsilon})
     _seed("seed", cfg.seed)

@@ -9,9 +9,11 @@ and maps errors to exit codes; nothing here reads a DictConfig.
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from dqn_atari.checkpoint import (
     ScoredNetwork,
     TrainCheckpoint,
     load_checkpoint,
+    load_error_reason,
 )
 from dqn_atari.config import EvalConfig, TrainConfig
 from dqn_atari.envs import AtariOptions, AtariPhiEnv, resolve_game
@@ -254,8 +257,8 @@ def restore(
     except (CheckpointError, ReplayMemoryError):
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} does not fit this run: {first}") from None
+        reason = load_error_reason(err)
+        raise CheckpointError(f"checkpoint {path} does not fit this run: {reason}") from None
 
 
 # ---------------------------------------------------------------- the run
@@ -503,6 +506,15 @@ def checkpoint_file(given: str) -> Path:
     return path
 
 
+class EvalInterrupted(KeyboardInterrupt):
+    """dqn-eval stopped by a signal before its games ended; `video` says what became of the
+    video (an earlier one is left as it was)."""
+
+    def __init__(self, video: str) -> None:
+        super().__init__(video)
+        self.video = video
+
+
 def eval_run(config: EvalConfig, device: torch.device) -> dict[str, Any]:
     """Score a checkpoint with Nature's protocol; returns the JSON summary."""
     path = checkpoint_file(config.checkpoint)
@@ -529,9 +541,8 @@ def eval_run(config: EvalConfig, device: torch.device) -> dict[str, Any]:
         try:
             network.load_state_dict(scored.online)
         except (RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0]
             raise CheckpointError(
-                f"checkpoint {path} does not hold a usable network: {first}"
+                f"checkpoint {path} does not hold a usable network: {load_error_reason(err)}"
             ) from None
         network.to(device)
         video_path = path.with_name(f"{path.stem}_eval.mp4")
@@ -551,18 +562,31 @@ def _play(
     network: NatureQNetwork,
     video_path: Path | None,
 ) -> EvalResult:
-    """Nature's evaluation games, the first one recorded to `video_path`; an interrupted
-    recording is removed rather than left half-written."""
+    """Nature's evaluation games, the first one recorded to `video_path`. The recording goes to
+    a temporary file beside it, renamed over `video_path` once every game is played: an
+    interrupted evaluation leaves no half-written video and an earlier video as it was."""
     writer: cv2.VideoWriter | None = None
+    tmp: Path | None = None
 
     def on_frame(episode: int, rgb: np.ndarray) -> None:
-        nonlocal writer
+        nonlocal writer, tmp
         if episode != 0 or video_path is None:
             return
         if writer is None:
+            try:
+                # cv2 picks the container from the suffix: the temporary name keeps .mp4.
+                fd, name = tempfile.mkstemp(
+                    prefix=f".{video_path.stem}.", suffix=".tmp.mp4", dir=video_path.parent
+                )
+            except OSError as err:
+                raise CheckpointWriteError(
+                    f"cannot write the video in {video_path.parent}: {err.strerror or err}"
+                ) from None
+            os.close(fd)
+            tmp = Path(name)
             height, width = rgb.shape[:2]
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
-            writer = cv2.VideoWriter(str(video_path), fourcc, 15.0, (width, height))
+            writer = cv2.VideoWriter(str(tmp), fourcc, 15.0, (width, height))
             if not writer.isOpened():
                 raise CheckpointWriteError(f"cannot write the video {video_path}")
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -580,11 +604,27 @@ def _play(
             device,
             on_frame=on_frame if video_path is not None else None,
         )
+        if writer is not None:
+            writer.release()
+            writer = None
+        if tmp is not None and video_path is not None:
+            try:
+                tmp.chmod(0o644)  # mkstemp's file is private; a video is not
+                tmp.replace(video_path)
+            except OSError as err:
+                raise CheckpointWriteError(
+                    f"cannot write the video {video_path}: {err.strerror or err}"
+                ) from None
         completed = True
+    except KeyboardInterrupt:
+        kept = video_path is not None and video_path.exists()
+        raise EvalInterrupted(
+            f"The earlier video {video_path} is left as it was" if kept else "No video was written"
+        ) from None
     finally:
         if writer is not None:
             writer.release()
-        if not completed and video_path is not None:
-            video_path.unlink(missing_ok=True)
+        if not completed and tmp is not None:
+            tmp.unlink(missing_ok=True)
     assert result is not None  # nothing asks this evaluation to stop
     return result

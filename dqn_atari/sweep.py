@@ -1,5 +1,6 @@
-"""Sweeps (`dqn-train -m ...`): the device a job takes, how a re-run job finds its own run, and
-how a Slurm pre-emption becomes the run's own stop-and-checkpoint.
+"""Sweeps (`dqn-train -m ...`): the device a job takes, how a re-run job finds its own run, how
+a Slurm pre-emption becomes the run's own stop-and-checkpoint, and what a job that fails
+returns.
 
 The launchers are Hydra's (joblib on one box, submitit for Slurm); nothing here schedules jobs.
 These are the few decisions dqn-train makes differently inside a sweep's job, each a small
@@ -12,7 +13,8 @@ import importlib.util
 import os
 import re
 import signal
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -147,3 +149,45 @@ class Preemption:
         handler = self._previous.get(self.signum) if self.signum is not None else None
         if self.requeue and self.signum is not None and callable(handler):
             handler(int(self.signum), None)  # submitit's: requeue, then exit this process
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What one job of a sweep returns: its exit code and, when it failed, its one-line error.
+
+    A job returns this rather than raise or exit. Hydra records a job that raises as failed, and
+    its sweeper then raises that error once the batch is back, before the next batch is
+    launched; a job that calls sys.exit goes further, through joblib, which cancels the jobs
+    still running. Returned, the outcome travels back with the launcher's JobReturn (pickled by
+    joblib and submitit), and dqn-train reports every failed job once the sweep is over.
+    """
+
+    code: int = 0  # the exit code the job would have had as a single run
+    error: str | None = None  # the job's one-line error (printed in its own log too)
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """One job as the launcher handed it back."""
+
+    num: int
+    overrides: Sequence[str]
+    outcome: JobOutcome
+
+
+def failure_report(jobs: Sequence[FinishedJob]) -> tuple[list[str], int]:
+    """One line per failed job (its number, the overrides that set it apart from the other jobs,
+    its error) and the sweep's exit code: 0 when every job succeeded, else the highest of the
+    failed jobs' codes (a signal's 128 + N above a stopped run's 3 above bad input's 2)."""
+    failed = [job for job in jobs if job.outcome.code != 0]
+    if not failed:
+        return [], 0
+    everyone = set.intersection(*(set(job.overrides) for job in jobs))
+    lines = []
+    for job in sorted(failed, key=lambda j: j.num):
+        own = [o for o in job.overrides if o not in everyone] or list(job.overrides)
+        shown = " ".join(o for o in own if not o.startswith("hydra.")) or "no overrides"
+        error = job.outcome.error or f"exit code {job.outcome.code}"
+        verb = "stopped" if job.outcome.code > 128 else "failed"  # by a signal, or on its own
+        lines.append(f"job {job.num} of {len(jobs)} ({shown}) {verb}: {error}")
+    return lines, max(job.outcome.code for job in failed)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,9 @@ from dqn_atari.checkpoint import (
     FORMAT,
     CheckpointError,
     CheckpointManager,
+    CheckpointWriteError,
     load_checkpoint,
+    load_error_reason,
     save_atomic,
 )
 from dqn_atari.envs import make_atari_env
@@ -182,3 +188,93 @@ def test_orphans_of_a_killed_run_are_removed_when_the_next_starts(tmp_path: Path
     (tmp_path / ".latest.pt.x.tmp").write_bytes(b"half")
     manager.remove_orphans()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "replay_000000010"]
+
+
+# ---------------------------------------------------------------- a real full disk
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path`: a disk that really fills up."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_full_disk_is_the_oses_own_error_and_the_old_checkpoint_stays(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "disk", "1m") as disk:
+        save_atomic(_state(1), disk / "latest.pt")
+        big = {"format": FORMAT, "state": {"step": 2}, "weights": torch.zeros(500_000)}  # 2 MB
+        # torch.save writing to the file itself raised "RuntimeError: [enforce fail at
+        # inline_container.cc...] unexpected pos", which said nothing of the disk.
+        with pytest.raises(OSError, match="No space left on device"):
+            save_atomic(big, disk / "latest.pt")
+        assert load_checkpoint(disk / "latest.pt")["state"]["step"] == 1
+        assert [p.name for p in disk.iterdir()] == ["latest.pt"]
+
+
+class _TorchSavedReplay:
+    """A replay memory that saves its metadata as ReplayMemory does: torch.save into an open
+    file, where torch's zip writer, not Python, meets the full disk."""
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True)
+        with (directory / "meta.pt").open("wb") as f:
+            torch.save({"frames": torch.zeros(500_000)}, f)
+
+
+def test_a_replay_save_that_fills_the_disk_is_a_write_error(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "disk", "1m") as disk:
+        manager = CheckpointManager(disk / "checkpoints")
+        manager.save(_state(1), 1, periodic=False)
+        with pytest.raises(CheckpointWriteError) as raised:
+            manager.save(_state(2), 2, periodic=False, replay=_TorchSavedReplay())
+        message = str(raised.value)
+        assert "the write failed (a full disk?)" in message and "latest.pt is unchanged" in message
+        assert load_checkpoint(manager.latest)["state"]["step"] == 1
+        assert [p.name for p in manager.directory.iterdir()] == ["latest.pt"]
+
+
+# ---------------------------------------------------------------- torch's messages
+
+
+def _weights_only_error(tmp_path: Path) -> pickle.UnpicklingError:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"garbage")  # not a zip: torch's legacy loader, refused by weights_only
+    with pytest.raises(pickle.UnpicklingError) as raised:
+        torch.load(path, weights_only=True)
+    return raised.value
+
+
+def test_torch_advice_to_drop_weights_only_is_never_repeated(tmp_path: Path) -> None:
+    err = _weights_only_error(tmp_path)
+    assert "weights_only` set to `False` will likely succeed" in str(err)  # what torch says
+    assert load_error_reason(err) == "not a file torch.save wrote (Unsupported operand 103)"
+
+
+def test_a_state_dict_mismatch_gives_the_detail_not_the_heading() -> None:
+    with pytest.raises(RuntimeError) as raised:
+        torch.nn.Linear(2, 3).load_state_dict({"weight": torch.zeros(4, 2), "bias": torch.zeros(3)})
+    assert str(raised.value).startswith("Error(s) in loading state_dict for Linear:")
+    assert load_error_reason(raised.value) == (
+        "size mismatch for weight: copying a param with shape torch.Size([4, 2]) from checkpoint, "
+        "the shape in current model is torch.Size([3, 2])."
+    )
+
+
+def test_a_corrupt_zip_gives_the_reason_without_the_advice(tmp_path: Path) -> None:
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"PK\x03\x04garbage" * 10)
+    with pytest.raises(RuntimeError) as raised:
+        torch.load(path, weights_only=True)
+    assert "If you are seeing this error" in str(raised.value)
+    assert load_error_reason(raised.value) == (
+        "PytorchStreamReader failed reading zip archive: failed finding central directory."
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,10 @@ from typing import Any
 import cv2
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import dqn_atari
 
 pytestmark = pytest.mark.slow
 
@@ -207,6 +211,9 @@ def _truncated(tmp_path: Path, trained_run: Path) -> Path:
         (["device=tpu"], "device must be"),
         (["algo=sarsa"], "algo/sarsa"),
         (["resume=/nonexistent/run"], "no such run directory"),
+        # Hydra followed these out of the group's folder: "Could not find 'env/algo/dqn'".
+        (["env=../config"], "unknown Atari game '../config'"),
+        (["algo=../config"], "Could not find 'algo/../config'; options: double_dqn, dqn"),
     ],
 )
 def test_bad_training_input_is_one_line_and_exit_2(
@@ -298,6 +305,8 @@ def test_installed_wheel_finds_its_configs(tmp_path: Path) -> None:
     )  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("dqn_atari-*.whl")
     assert "dqn_atari/configs/env/Breakout.yaml" in zipfile.ZipFile(wheel).namelist()
+    # The package's metadata takes its version from the code's one __version__.
+    assert wheel.name.startswith(f"dqn_atari-{dqn_atari.__version__}-")
     # Installed beside, not over, the checkout: PYTHONPATH puts the wheel's copy first. (A venv
     # would not do: made from inside a venv, --system-site-packages sees the base Python's
     # packages, not the ones this test runs with.)
@@ -319,3 +328,227 @@ def test_installed_wheel_finds_its_configs(tmp_path: Path) -> None:
     )
     assert shown.returncode == 0, shown.stderr
     assert "game: Seaquest" in shown.stdout and "batch_size: 32" in shown.stdout
+    version = run([sys.executable, site / "bin" / "dqn-train", "--version"], tmp_path, env=env)
+    assert version.stdout.startswith(f"dqn-train {dqn_atari.__version__} ")
+
+
+# ---------------------------------------------------------------- a hostile user, round 2
+
+# A budget that ends in seconds, for the cases that used to start a run (the default one is
+# 12.5M agent steps with a 7 GB replay memory).
+TINY = ["env=Pong", "device=cpu", "total_steps=200", "learning_starts=100", "buffer_size=1000"]
+TINY += ["eval_interval=0", "final_eval_episodes=0"]
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], prog: str = "dqn-train") -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_an_empty_resume_or_run_dir_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    """`resume=$RUN` with RUN unset started a fresh run; `hydra.run.dir=` meant the current
+    directory."""
+    (tmp_path / "notes.txt").write_text("mine")
+    for args, message in [
+        (["resume="], "resume= is empty (an unset variable?)"),
+        (["hydra.run.dir="], "hydra.run.dir is empty (an unset variable?)"),
+    ]:
+        result = run([TRAIN, *TINY, *args], cwd=tmp_path)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert message in one_error_line(result)
+        assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # Hydra's multi-line error and exit 1; +lr=1 ran the sweep with the key ignored.
+        (["lr=1"], "unknown config key 'lr'"),
+        (["+lr=1"], "unknown config key 'lr'"),
+        (["batch_size=abc"], "Error merging override batch_size=abc"),
+        # resume= was ignored: each job started a new run.
+        (["resume=/some/run", "seed=0,1"], "resume=DIR continues one run"),
+    ],
+)
+def test_bad_sweep_input_is_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    sweep_dir = tmp_path / "sweep"
+    result = run([TRAIN, "-m", *TINY, *args, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in one_error_line(result)
+    assert not sweep_dir.exists()
+
+
+def test_a_path_hydra_cannot_parse_says_how_to_quote_it(trained_run: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckptü.pt"
+    shutil.copy(trained_run / "checkpoints" / "latest.pt", ckpt)
+    args = ["episodes=1", "max_episode_frames=400"]
+    refused = run([EVAL, f"checkpoint={ckpt}", *args], cwd=tmp_path)
+    assert refused.returncode == 2
+    line = one_error_line(refused, "dqn-eval")
+    assert "LexerNoViableAltException" not in line
+    quoted = shlex.quote(f'checkpoint="{ckpt}"')
+    assert f"quote its value for Hydra, as in {quoted}" in line, line
+    # The line's advice, as a shell passes it.
+    scored = run(["bash", "-c", f"{EVAL} {quoted} {' '.join(args)}"], cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert json.loads(scored.stdout.strip().splitlines()[-1])["checkpoint_step"] == 2000
+    tilde = run([TRAIN, *TINY, "hydra.run.dir=~/x"], cwd=tmp_path)
+    assert tilde.returncode == 2
+    assert """'hydra.run.dir="~/x"'""" in one_error_line(tilde)
+
+
+def _copy(trained_run: Path, tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    return run_dir
+
+
+def _files(run_dir: Path) -> dict[str, bytes]:
+    """The run's files (the lock file aside: it names whichever dqn-train locked it last)."""
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in run_dir.rglob("*")
+        if p.is_file() and p.name != ".dqn-train.lock"
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "changes"),
+    [
+        (
+            ["env.frame_skip=2", "env.sticky_action_prob=0.25"],
+            "env.frame_skip (4 -> 2), env.sticky_action_prob (0.0 -> 0.25)",
+        ),
+        (["seed=5"], "seed (0 -> 5)"),
+        (["algo.lr=0.001", "batch_size=64"], "algo.lr (0.00025 -> 0.001), batch_size (32 -> 64)"),
+        # "Invalid type assigned: str is not a subclass of AlgoConfig"
+        (["algo=double_dqn"], "algo (dqn -> double_dqn)"),
+        (["env=Breakout"], "env.game (Pong -> Breakout)"),
+        (["env.full_action_space=true"], "env.full_action_space (False -> True)"),
+    ],
+)
+def test_a_resume_that_would_change_the_experiment_is_refused(
+    trained_run: Path, tmp_path: Path, args: list[str], changes: str
+) -> None:
+    run_dir = _copy(trained_run, tmp_path)
+    before = _files(run_dir)
+    result = run([TRAIN, f"resume={run_dir}", "total_steps=2400", *args], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = one_error_line(result)
+    assert f"resume={run_dir} cannot change {changes}: that defines the experiment" in line, line
+    assert "a resume may change only total_steps, checkpoint_interval," in line
+    assert _files(run_dir) == before
+
+
+def test_a_hand_edited_seed_in_config_yaml_is_refused_too(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    run_dir = _copy(trained_run, tmp_path)
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("\nseed: 0\n", "\nseed: 3\n"))
+    result = run([TRAIN, f"resume={run_dir}", "total_steps=2400"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot change seed (0 -> 3)" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # A parser traceback.
+        (("batch_size: 32", "batch_size: [32"), "is not valid YAML at line"),
+        # "ValidationError raised while composing config:", without the key.
+        (
+            ("batch_size: 32", "batch_size: lots"),
+            "cannot be used at batch_size: Value 'lots' of type 'str' could not be converted",
+        ),
+        (("batch_size: 32", "batch_sise: 32"), "has an unknown key 'batch_sise'"),
+        # "unknown config key 'total_steps'"
+        (None, "is empty"),
+    ],
+)
+def test_a_broken_config_yaml_names_the_file_and_the_key(
+    trained_run: Path, tmp_path: Path, edit: tuple[str, str] | None, message: str
+) -> None:
+    run_dir = _copy(trained_run, tmp_path)
+    config = run_dir / "config.yaml"
+    config.write_text("" if edit is None else config.read_text().replace(*edit))
+    result = run([TRAIN, f"resume={run_dir}", "total_steps=2400"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"the run's config {config} {message}" in one_error_line(result)
+
+
+def test_cfg_job_of_a_resume_prints_the_config_it_would_run_with(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    result = run([TRAIN, "--cfg", "job", f"resume={trained_run}", "total_steps=4000"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = OmegaConf.create(result.stdout)
+    # The run's own values (the package's defaults are Breakout, 50,000 and 1,000,000).
+    assert shown.env.game == "Pong" and shown.total_steps == 4000
+    assert shown.learning_starts == 500 and shown.buffer_size == 5000
+    refused = run([TRAIN, "--cfg", "job", f"resume={trained_run}", "seed=1"], tmp_path)
+    assert refused.returncode == 2 and "cannot change seed" in one_error_line(refused)
+
+
+def test_a_new_run_never_takes_a_folder_that_holds_files(trained_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy(trained_run, tmp_path)
+    (run_dir / "checkpoints" / "latest.pt").unlink()  # only step_*.pt left
+    before = _files(run_dir)
+    result = run([TRAIN, *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = one_error_line(result)
+    assert f"{run_dir} holds a run whose checkpoints/latest.pt is gone" in line
+    assert _files(run_dir) == before
+    # The line's way back, pasted into a shell: the run continues from its newest step file.
+    advice = line.split("to continue from it, ")[1].split("; or pick")[0]
+    resumed = run(["bash", "-c", advice], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "already reached total_steps=2,000; nothing to do" in resumed.stderr
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["counters"]["step"] == 2000
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my: notes\n")
+    result = run([TRAIN, *TINY, f"hydra.run.dir={mine}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{mine} is not empty (config.yaml)" in one_error_line(result)
+    assert [p.name for p in mine.iterdir()] == ["config.yaml"]
+
+
+def test_eval_names_what_does_not_fit_in_the_network(trained_run: Path, tmp_path: Path) -> None:
+    state = torch.load(trained_run / "checkpoints" / "latest.pt", weights_only=True)
+    online = state["learner"]["online"]
+    name = next(k for k in online if k.endswith("weight") and online[k].shape[0] == 6)
+    online[name] = torch.zeros(5, online[name].shape[1])
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    result = run([EVAL, f"checkpoint={bad}", "episodes=1"], cwd=tmp_path)
+    assert result.returncode == 2
+    line = one_error_line(result, "dqn-eval")
+    # It ended in "Error(s) in loading state_dict for NatureQNetwork:".
+    assert f"size mismatch for {name}: copying a param with shape torch.Size([5, 512])" in line
+
+
+def test_version_is_ours_and_one_source(trained_run: Path, tmp_path: Path) -> None:
+    # The version dqn-atari 0.2's layouts (checkpoint format dqn-atari/2) belong to.
+    assert dqn_atari.__version__ == "0.2.0"
+    for prog in (TRAIN, EVAL):
+        shown = run([prog, "--version"], cwd=tmp_path)
+        assert shown.returncode == 0
+        assert shown.stdout.startswith(f"{Path(prog).name} 0.2.0 "), shown.stdout  # not Hydra's
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["version"] == "0.2.0"
+    assert 'dynamic = ["version"]' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_eval_help_lists_only_what_eval_takes(tmp_path: Path) -> None:
+    shown = run([EVAL, "--help"], cwd=tmp_path)
+    assert shown.returncode == 0
+    assert "checkpoint: ???" in shown.stdout and "episodes: 30" in shown.stdout
+    # dqn-train's groups, which dqn-eval refuses.
+    assert "Configuration groups" not in shown.stdout and "double_dqn" not in shown.stdout

@@ -18,6 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 from dqn_atari import cli
 from dqn_atari.cli import CONFIG_DIR, UsageError, register_schemas, route_game
 from dqn_atari.config import (
+    RESUME_MAY_CHANGE,
     SEED_MAX,
     ConfigError,
     EnvConfig,
@@ -27,6 +28,7 @@ from dqn_atari.config import (
     auto_settings,
     resolve_auto,
     resolve_device,
+    resume_changes,
     validate_eval,
     validate_train,
 )
@@ -530,3 +532,31 @@ def test_compose_lists_presets_for_a_missing_env_file() -> None:
     for preset in ENV_PRESETS:
         assert preset in message
     assert "atari" not in message.split("options:")[1]
+
+
+def _as_dict(conf: TrainConfig) -> dict:
+    values = OmegaConf.to_container(OmegaConf.structured(conf))
+    assert isinstance(values, dict)
+    return values
+
+
+def test_a_resume_may_change_only_how_the_run_is_trained_for_saved_and_watched() -> None:
+    saved = train_config("env=Pong", "num_envs=1")
+    allowed = train_config(
+        "env=atari", "env.game=pong", "num_envs=1", "total_steps=20000000", "eval_episodes=3",
+        "device=cpu", "precision=bf16", "save_replay=true", "keep_checkpoints=0", "compile=false",
+    )  # fmt: skip
+    assert resume_changes(_as_dict(saved), _as_dict(allowed)) == []  # pong is Pong
+    changed = train_config(
+        "env=Pong", "num_envs=2", "seed=3", "algo.gamma=0.9", "env.crop=[1,2,3,4]"
+    )
+    assert resume_changes(_as_dict(saved), _as_dict(changed)) == [
+        "env.crop (None -> [1, 2, 3, 4])",
+        "algo.gamma (0.99 -> 0.9)",
+        "seed (0 -> 3)",
+        "num_envs (1 -> 2)",
+    ]
+    # num_envs=auto is resolved later, against the checkpoint's own count.
+    assert resume_changes(_as_dict(saved), _as_dict(train_config("env=Pong"))) == []
+    assert "seed" not in RESUME_MAY_CHANGE and "total_steps" in RESUME_MAY_CHANGE
+    assert all(key in TrainConfig.__dataclass_fields__ for key in RESUME_MAY_CHANGE)

@@ -206,3 +206,24 @@ def test_slurm_launcher_composes_with_the_documented_keys(tmp_path: Path) -> Non
     ]
     for line in expected:
         assert f"    {line}\n" in text, line
+
+
+def test_the_sweep_report_names_each_failed_job_by_what_sets_it_apart() -> None:
+    ok, diverged, bad = (
+        sweep.FinishedJob(0, ["env=Pong", "seed=0"], sweep.JobOutcome()),
+        sweep.FinishedJob(1, ["env=Pong", "seed=1"], sweep.JobOutcome(3, "diverged at 300")),
+        sweep.FinishedJob(2, ["env=Pong", "seed=-1"], sweep.JobOutcome(2, "seed must be >= 0")),
+    )
+    lines, code = sweep.failure_report([ok, diverged, bad])
+    assert lines == [
+        "job 1 of 3 (seed=1) failed: diverged at 300",
+        "job 2 of 3 (seed=-1) failed: seed must be >= 0",
+    ]
+    assert code == 3  # a run that had to stop outranks bad input
+    stopped = sweep.FinishedJob(3, ["env=Pong", "seed=3"], sweep.JobOutcome(130, "SIGINT"))
+    lines, code = sweep.failure_report([ok, bad, stopped])
+    assert lines[-1] == "job 3 of 3 (seed=3) stopped: SIGINT" and code == 130
+    assert sweep.failure_report([ok]) == ([], 0)
+    # One job: its overrides are all there is to name it by.
+    lines, _ = sweep.failure_report([bad])
+    assert lines == ["job 2 of 1 (env=Pong seed=-1) failed: seed must be >= 0"]

@@ -153,3 +153,70 @@ def test_a_diverged_run_writes_its_summary(tmp_path: Path) -> None:
     assert 200 < summary["agent_steps"] < 600 and summary["total_steps"] == 600
     report = dqn_report(run_dir, "--no-plots", cwd=tmp_path)
     assert report.returncode == 1 and "diverged at" in report.stdout
+
+
+# ---------------------------------------------------------------- a job that fails
+
+FAILING = [
+    "env=Pong",
+    "device=cpu",
+    "total_steps=400",
+    "learning_starts=200",
+    "buffer_size=1000",
+    "checkpoint_interval=100",
+    "log_interval=100",
+    "eval_interval=0",
+    "final_eval_episodes=0",
+    "progress_interval_s=60",
+]
+
+
+def sweep_errors(stderr: str) -> list[str]:
+    """The sweep's own report: one "dqn-train: error:" line per failed job (a job's own line
+    names the job: "dqn-train (job 1): error: ...")."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return [line for line in stderr.splitlines() if line.startswith("dqn-train: error:")]
+
+
+def test_a_diverging_job_does_not_stop_the_healthy_one(tmp_path: Path) -> None:
+    """The issue's sweep: job 1 diverges (exit 3) while job 0 runs beside it, under joblib.
+    Job 0 was killed mid-run (no summary) and only job 1's line was printed."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAILING]
+    args += ["algo.optimizer=adam", "algo.lr=0.0001,1e30", f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run(
+        [TRAIN, *args], cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    runs = summaries(sweep_dir)
+    assert runs[0]["status"] == "finished" and runs[0]["agent_steps"] == 400
+    assert runs[1]["status"] == "diverged"
+    (line,) = sweep_errors(result.stderr)
+    assert line.startswith(
+        "dqn-train: error: job 1 of 2 (algo.lr=1e+30) failed: training diverged by agent step 300"
+    ), line
+    assert f"continue with dqn-train resume={sweep_dir / '1'}" in line
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
+def test_a_job_with_a_bad_value_fails_alone_and_is_reported(tmp_path: Path, launcher: str) -> None:
+    """`seed=0,-1` (and `-1,0`, the bad job first): the valid job never ran, and nothing said
+    so; now it runs to its end and the bad one is reported. Under submitit each job is its own
+    process; the report is the same."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m"] + ([f"hydra/launcher={launcher}"] if launcher != "basic" else [])
+    args += [*FAILING, "seed=-1,0", "total_steps=200", "learning_starts=100"]
+    result = subprocess.run(
+        [TRAIN, *args, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    runs = summaries(sweep_dir)
+    assert sorted(runs) == [1]
+    assert runs[1]["status"] == "finished" and runs[1]["seed"] == 0
+    assert runs[1]["agent_steps"] == 200
+    (line,) = sweep_errors(result.stderr)
+    assert line == (
+        "dqn-train: error: job 0 of 2 (seed=-1) failed: seed must be in [0, "
+        "18446744073709551615], got -1: numpy takes no seed below 0, torch none above 2**64 - 1"
+    )

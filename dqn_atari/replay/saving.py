@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dqn_atari.checkpoint import load_error_reason, load_untrusted
 from dqn_atari.replay.errors import ReplayMemoryError
 from dqn_atari.replay.sampler import SlotSampler
 from dqn_atari.replay.storage import FrameStorage, filled_ranges
@@ -114,10 +115,11 @@ def read_meta(storage: FrameStorage, sampler: SlotSampler, directory: Path) -> d
     if not path.is_file():
         raise ReplayMemoryError(f"the saved replay memory is incomplete: {path} is missing")
     try:
-        meta = torch.load(path, map_location="cpu", weights_only=True)
+        meta = load_untrusted(path)
     except Exception as err:  # torch.load raises many types on damaged bytes
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ReplayMemoryError(f"cannot read {path} (truncated or corrupt?): {first}") from None
+        raise ReplayMemoryError(
+            f"cannot read {path} (truncated or corrupt?): {load_error_reason(err)}"
+        ) from None
     if not isinstance(meta, dict) or "format" not in meta:
         raise ReplayMemoryError(f"{path} is not a saved dqn-atari replay memory")
     if meta["format"] != FORMAT:
