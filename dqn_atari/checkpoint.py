@@ -180,6 +180,9 @@ class TrainCheckpoint:
     random: dict[str, Any]  # RandomStreams.state_dict()
     games: list[dict[str, Any]]  # Games.state_dicts(): each emulator and its phi buffers
     replay: str | None = None  # the replay_<step>/ directory beside latest.pt, if saved
+    # networks.NetworkSpec.to_dict() of the online and target networks: dqn-eval rebuilds the
+    # network from it. None in checkpoints written before the DQN family (the plain network).
+    network: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
@@ -201,11 +204,13 @@ class TrainCheckpoint:
             "random": dict,
             "games": list,
             "replay": (str, type(None)),
+            "network": (dict, type(None)),
         }
         for name, kind in kinds.items():
             if not isinstance(state.get(name), kind):
                 raise CheckpointError(f"checkpoint {path} is damaged: no valid '{name}'")
-        return cls(**{name: state[name] for name in kinds})
+        values: dict[str, Any] = {name: state.get(name) for name in kinds}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,7 @@ class ScoredNetwork:
     env_options: dict[str, Any]
     online: dict[str, Any]  # the online network's state_dict
     step: int  # agent steps it was trained for
+    network: dict[str, Any] | None  # its NetworkSpec as a dict; None = the plain Nature network
 
     @classmethod
     def from_dict(cls, state: dict[str, Any], path: Path) -> ScoredNetwork:
@@ -228,6 +234,7 @@ class ScoredNetwork:
                 env_options=state["env_options"],
                 online=state["learner"]["online"],
                 step=int(counters["step"]),
+                network=state.get("network"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(

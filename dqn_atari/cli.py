@@ -69,15 +69,9 @@ from dqn_atari.config import (
 from dqn_atari.envs import UnknownGameError, display_name, resolve_game
 from dqn_atari.hooks import DivergenceError
 from dqn_atari.replay import ReplayMemoryError
-from dqn_atari.run import (
-    CONFIG_FILE,
-    EvalInterrupted,
-    TrainRequest,
-    eval_run,
-    resume_command,
-    train_run,
-)
+from dqn_atari.run import CONFIG_FILE, TrainRequest, resume_command, train_run
 from dqn_atari.rundir import LOCK_FILE, RunDirError, RunDirLock
+from dqn_atari.scoring import EvalInterrupted, eval_run
 from dqn_atari.vector import GameWorkerError
 
 

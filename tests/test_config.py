@@ -20,6 +20,7 @@ from dqn_atari.cli import CONFIG_DIR, UsageError, register_schemas, route_game
 from dqn_atari.config import (
     RESUME_MAY_CHANGE,
     SEED_MAX,
+    AlgoConfig,
     ConfigError,
     EnvConfig,
     EvalConfig,
@@ -136,15 +137,31 @@ def test_generic_env_needs_a_game() -> None:
         OmegaConf.to_object(compose("config", ["env=atari"]))
 
 
+# What each preset changes of the Nature recipe (AlgoConfig's defaults), from its paper.
+PRESETS = {
+    "dqn": {},
+    "double_dqn": {"double": True},
+    "dueling": {"double": True, "dueling": True, "lr": 6.25e-5, "max_grad_norm": 10.0},
+    "c51": {
+        "distribution": "c51", "atoms": 51, "v_min": -10.0, "v_max": 10.0, "optimizer": "adam",
+        "lr": 2.5e-4, "adam_eps": 0.01 / 32,
+    },
+    "qr_dqn": {
+        "distribution": "qr", "quantiles": 200, "huber_delta": 1.0, "optimizer": "adam",
+        "lr": 5e-5, "adam_eps": 0.01 / 32,
+    },
+}  # fmt: skip
+
+
+def test_every_algo_preset_is_listed_here() -> None:
+    assert sorted(ALGOS) == sorted(PRESETS)
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 def test_every_algo_composes_and_validates(algo: str) -> None:
     conf = train_config(f"algo={algo}")
-    assert conf.algo.name == algo
-    assert conf.algo.double is (algo == "double_dqn")
-    # Double DQN changes only the bootstrap: the rest of the recipe is the Nature one.
-    assert conf.algo.gamma == 0.99
-    assert conf.algo.lr == 2.5e-4
-    assert conf.algo.target_update_interval == 10_000
+    # Each preset is the Nature recipe with only its paper's changes.
+    assert conf.algo == AlgoConfig(name=algo, **PRESETS[algo])  # type: ignore[arg-type]
     validate_train(conf)
 
 
