@@ -192,7 +192,7 @@ def test_updated_priorities_read_back_as_worked_out_by_hand() -> None:
     assert a // 64 == 0 and c // 64 == 1  # blocks of 64 slots: two blocks touched
     # Slot b drawn twice in the batch: it keeps the larger of its two new priorities.
     slots = torch.tensor([a, b, c, b])
-    memory.update_priorities(slots, torch.tensor([0.5, 2.0, 0.0, 3.0]))
+    memory.update_priorities(slots, torch.tensor([0.5, 3.0, 0.0, 2.0]))  # the larger first
     p = _priorities(memory)
     assert p[a] == pytest.approx((0.5 + 1e-6) ** 0.6, rel=1e-12)
     assert p[b] == pytest.approx((3.0 + 1e-6) ** 0.6, rel=1e-12)
