@@ -24,8 +24,8 @@ from dqn_atari.loop import Schedule
 from dqn_atari.optim import make_optimizer
 from dqn_atari.replay import (
     Draw,
-    PrioritizedSampler,
     Prioritization,
+    PrioritizedSampler,
     ReplayMemory,
     ReplayMemoryError,
 )
@@ -325,11 +325,16 @@ def test_a_learner_refuses_a_memory_sampled_the_other_way() -> None:
 # ---------------------------------------------------------------------------- the update
 
 
-def _tiny_learner(compile: bool, prioritized: bool = True) -> Learner:
+def _tiny_learner(compile: bool, device: str = "cpu", graph: bool = False) -> Learner:
     """test_learner's tiny learner, its memory prioritized."""
-    settings = Prioritization(beta_updates=4) if prioritized else None
     replay = ReplayMemory(
-        capacity=200, frame_shape=(1, 5), stack=2, seed=0, max_batch_size=8, prioritized=settings
+        capacity=200,
+        frame_shape=(1, 5),
+        stack=2,
+        device=device,
+        seed=0,
+        max_batch_size=8,
+        prioritized=Prioritization(beta_updates=4),
     )
     rng = np.random.default_rng(0)
     replay.start(rng.integers(0, 256, (1, 1, 5), dtype=np.uint8))
@@ -338,15 +343,17 @@ def _tiny_learner(compile: bool, prioritized: bool = True) -> Learner:
         frame = rng.integers(0, 256, (1, 1, 5), dtype=np.uint8)
         replay.add_step(rng.integers(3, size=1), rng.normal(size=1), no, no, frame, frame)
     torch.manual_seed(0)
-    net = TinyQ()
-    algo = AlgoConfig(optimizer="adam", lr=1e-2, prioritized=prioritized)
+    net = TinyQ().to(device)
+    algo = AlgoConfig(optimizer="adam", lr=1e-2, prioritized=True)
     return Learner(
         net,
         make_optimizer(algo, list(net.parameters())),
         algo,
         replay=replay,
         batch_size=8,
+        device=torch.device(device),
         compile=compile,
+        cuda_graph=graph,
     )
 
 
@@ -357,7 +364,7 @@ def _updates(learner: Learner, count: int) -> tuple[list[float], list[torch.Tens
         means = learner.take_means()
         assert means is not None
         losses.append(means[0].item())
-    return losses, [t.detach().clone() for t in learner.replay.sampling_state()]
+    return losses, [t.detach().cpu().clone() for t in learner.replay.sampling_state()]
 
 
 def test_the_update_weights_the_loss_and_sets_the_batchs_priorities() -> None:
@@ -413,6 +420,28 @@ def test_the_compiled_update_with_prioritized_replay_matches_eager_and_compiles_
     assert torch.allclose(sums, eager_state[2], rtol=1e-5)
     assert torch.allclose(top, eager_state[3], rtol=1e-5)
     assert ((priorities > 0) == compiled.replay.storage.valid).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA: torch.cuda.is_available() is False"
+)
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_prioritized_update_as_one_cuda_graph_matches_the_cpu(compile: bool) -> None:
+    """On CUDA the draw, the weighted loss and the priority update replay inside the update's
+    CUDA graph (3 warm-up calls, then the capture replayed): the CPU's losses and priorities,
+    the slots of priority 0 exactly the unsampleable ones."""
+    cpu_losses, cpu_state = _updates(_tiny_learner(compile=False), 8)
+    graphed = _tiny_learner(compile=compile, device="cuda", graph=True)
+    losses, state = _updates(graphed, 8)
+    assert graphed._step.graph is not None
+    assert losses == pytest.approx(cpu_losses, rel=1e-4)
+    assert torch.equal(state[0], cpu_state[0])  # the same uniforms read
+    for a, b in zip(state[1:], cpu_state[1:], strict=True):
+        assert torch.allclose(a, b, rtol=1e-4)
+    assert isinstance(graphed.replay, ReplayMemory)
+    assert ((state[1] > 0) == graphed.replay.storage.valid.cpu()).all()
 
 
 # ---------------------------------------------------------------------------- saving

@@ -165,7 +165,8 @@ class PrioritizedSampler(SlotSampler):
 
     def update_priorities(self, slots: torch.Tensor, priority: torch.Tensor) -> None:
         """Device side, after the loss: the batch's new priorities from `priority` (B,) >= 0,
-        detached (|TD error|, or C51's cross-entropy), into the slots `slots` it came from."""
+        detached (|TD error|, or C51's cross-entropy), into the slots `slots` it came from.
+        Each slot's block is summed again whole (B * block_size reads): made for a batch."""
         new = (priority.double() + self.settings.eps) ** self.settings.alpha
         # A slot of priority 0 stays 0: it cannot start a transition (see draw_weighted).
         new = torch.where(self.priorities[slots] > 0, new, 0.0)
