@@ -64,7 +64,7 @@ def batch_losses(
 
 def mean_loss(per_transition: Tensor, weights: Tensor | None) -> Tensor:
     """A batch's loss: the mean of its per-transition losses, each scaled by its importance-
-    sampling weight with prioritized replay (Schaul et al., 2016, Algorithm 1, line 12: the
+    sampling weight with prioritized replay (Schaul et al., 2016, Algorithm 1, line 13: the
     update sums w_j * delta_j * grad Q). Without weights, the plain mean."""
     if weights is None:
         return per_transition.mean()
@@ -165,7 +165,7 @@ class Learner:
 
     def _written_tensors(self) -> list[Tensor]:
         """Every tensor an update writes in place: weights, optimizer state, running sums and
-        the sampler's counter."""
+        the sampler's state (its counter; with prioritized replay, the priorities too)."""
         tensors = [*self.params, self.loss_sum, self.q_sum]
         for value in self.optimizer.state_dict().values():
             tensors += [t for t in (value if isinstance(value, list) else [value])
@@ -249,7 +249,7 @@ class Learner:
         batch = self.replay.gather(drawn.slots)
         loss, q_taken, priority, grads = self._loss_and_grads(batch, drawn.weights)
         if drawn.weights is not None:
-            # Schaul et al., 2016, Algorithm 1, line 11: the drawn transitions' priorities from
+            # Schaul et al., 2016, Algorithm 1, line 12: the drawn transitions' priorities from
             # the TD errors just computed, in the same update.
             self.replay.update_priorities(drawn.slots, priority)
         if self.algo.max_grad_norm is not None:

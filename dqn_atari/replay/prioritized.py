@@ -15,9 +15,10 @@ slots whenever one of them changes (never by adding differences, which would dri
     draw (device, in the update)
         stratified: the mass [0, total) cut into B equal segments, one uniform rank in each
         (appendix B.2.1), each rank's slot found by `sum_tree.find_weighted`; the importance-
-        sampling weights w_i = (N P(i))^-beta / max_j (N P(j))^-beta (section 3.4), which is
+        sampling weights w_i = (N P(i))^-beta / max_j (N P(j))^-beta (section 3.4, Algorithm 1
+        line 10, the maximum over the batch as in DQN Zoo and Dopamine), which is
         (p_min / p_i)^beta with p_min the batch's smallest priority: N and the total cancel.
-    update_priorities (device, in the update, after the loss)
+    update_priorities (device, in the update, after the loss; Algorithm 1, line 12)
         p_i = (|delta_i| + eps)^alpha scattered into the batch's slots, their blocks' sums
         recomputed, the running maximum raised. A slot drawn twice in a batch takes the larger
         of its two new priorities (a max is the same in any order, so duplicates stay
@@ -58,10 +59,10 @@ class Prioritization:
     """How a prioritized memory weighs its slots (Schaul et al., 2016, section 4 for the
     proportional variant's values)."""
 
+    beta_updates: int  # batches over which beta rises to 1 (a run's updates)
     alpha: float = 0.6  # priority exponent: 0 is uniform sampling
     beta_start: float = 0.4  # importance-sampling exponent of the first batch, annealed to 1
     eps: float = 1e-6  # added to |delta| so that no transition stops being drawn
-    beta_updates: int = 1  # batches over which beta rises to 1 (a run's updates)
     updates_before: int = 0  # batches drawn before this memory was built (a refilled resume)
 
 
