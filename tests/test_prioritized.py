@@ -7,9 +7,11 @@ against eager, saving and loading, and an exact resume of a real run."""
 from __future__ import annotations
 
 import collections
+import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -518,6 +520,21 @@ def test_a_memory_sampled_the_other_way_or_damaged_priorities_are_one_line_error
 # ---------------------------------------------------------------------------- a real run
 
 PROGRESS = re.compile(r"([\d,]+)/[\d,]+ steps \|")
+# `python -m dqn_atari` with this checkout first on PYTHONPATH (as tests/test_cuda.py runs it):
+# the run is this checkout's whatever console script is installed.
+TRAIN = [sys.executable, "-m", "dqn_atari"]
+CHECKOUT_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    ),
+}
+
+
+def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRAIN, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=CHECKOUT_ENV
+    )
 
 
 @pytest.mark.slow
@@ -525,17 +542,18 @@ def test_a_prioritized_run_stopped_by_sigterm_resumes_to_the_same_losses(tmp_pat
     """test_faults.py's exact resume, with algo.prioritized=true: the run stopped by SIGTERM
     after its priorities have moved, resumed from its saved memory, ends with the weights,
     losses, returns and evaluations of the straight run."""
-    from test_faults import RUN, TRAIN, assert_same_training, latest, train
+    from test_faults import RUN, assert_same_training, latest
 
     args = [*RUN, "algo.prioritized=true", "total_steps=1000"]
-    straight = train(*args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    straight = _train(*args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr[-3000:]
     run_dir = tmp_path / "stopped"
     proc = subprocess.Popen(
-        [TRAIN, *args, "progress_interval_s=0", f"hydra.run.dir={run_dir}"],
+        [*TRAIN, *args, "progress_interval_s=0", f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,
+        env=CHECKOUT_ENV,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -547,7 +565,7 @@ def test_a_prioritized_run_stopped_by_sigterm_resumes_to_the_same_losses(tmp_pat
     assert proc.wait(timeout=300) == 128 + signal.SIGTERM, rest[-3000:]
     stopped_at = latest(run_dir)["counters"]["step"]
     assert 500 <= stopped_at < 1000, stopped_at
-    resumed = train(f"resume={run_dir}", "total_steps=1000", cwd=tmp_path)
+    resumed = _train(f"resume={run_dir}", "total_steps=1000", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "with its replay memory" in resumed.stderr
     assert_same_training(tmp_path / "straight", run_dir)
