@@ -83,6 +83,16 @@ class AlgoConfig:
     # 0 while training (evaluation plays the mean weights at eval_epsilon).
     noisy: bool = False
     noisy_sigma0: float = 0.5  # initial noise scale (the paper's sigma_0 for factorised noise)
+    # Proportional prioritized replay (Schaul et al., 2016): slot i drawn with probability
+    # p_i / sum p, p_i = (|TD error| + eps)^alpha (C51: its cross-entropy, as Rainbow does), the
+    # loss weighted by (N P(i))^-beta normalised by the batch's largest weight.
+    prioritized: bool = False
+    priority_alpha: float = 0.6  # section 4: alpha = 0.6 for the proportional variant
+    # Section 4: beta_0 = 0.4, annealed linearly to 1 over the run's updates (section 3.4).
+    priority_beta_start: float = 0.4
+    # Added to |TD error| so a transition whose error reaches 0 is still drawn (section 3.3);
+    # the paper gives no value: OpenAI Baselines' deepq (prioritized_replay_eps=1e-6).
+    priority_eps: float = 1e-6
     optimizer: str = "rmsprop"  # rmsprop (DeepMind's centered RMSProp) | adam
     lr: float = 2.5e-4  # learning rate
     rmsprop_alpha: float = 0.95  # decay of the gradient and squared-gradient averages
@@ -390,6 +400,18 @@ def check_algo(algo: AlgoConfig) -> None:
         }
     )
     _at_least({"algo.n_step": algo.n_step, "algo.quantiles": algo.quantiles}, 1)
+    # alpha 0 is uniform sampling (section 3.3), 1 in proportion to |TD error| + eps itself;
+    # beta rises from beta_start to 1.
+    _probability(
+        {
+            "algo.priority_alpha": algo.priority_alpha,
+            "algo.priority_beta_start": algo.priority_beta_start,
+        }
+    )
+    _finite_positive(
+        {"algo.priority_eps": algo.priority_eps},
+        why=" (a transition whose TD error is 0 would never be drawn again)",
+    )
     _at_least({"algo.atoms": algo.atoms}, 2)
     if algo.distribution not in DISTRIBUTIONS:
         raise ConfigError(

@@ -1,8 +1,9 @@
 """The DQN update: a pure TD loss, and the learner that turns it into one step of one graph.
 
 `Learner.update()` samples a batch from the replay memory, rebuilds its stacks, computes the TD
-loss with both networks, its gradients, the optimizer step and the running sums for logging,
-as one function with static shapes and no host sync (`_sample_and_train`). Eager by default;
+loss with both networks (weighted, with prioritized replay, and then the batch's priorities set
+from its TD errors), its gradients, the optimizer step and the running sums for logging, as one
+function with static shapes and no host sync (`_sample_and_train`). Eager by default;
 with `compile` it is compiled whole (`fullgraph=True`); on CUDA with `cuda_graph` it is captured
 once and replayed as a single CUDA graph per update.
 """
@@ -30,7 +31,7 @@ from dqn_atari.losses import (
 from dqn_atari.networks import NetForward, QFunction, autocast_forward, q_function
 from dqn_atari.optim import Optimizer, OptimizerStateError
 from dqn_atari.perf import CudaGraphCall
-from dqn_atari.replay import Batch
+from dqn_atari.replay import Batch, Draw
 
 LossFn = Callable[[QOutput, Tensor, Tensor, Tensor, QOutput, QOutput | None], LossOutput]
 
@@ -62,6 +63,15 @@ def batch_losses(
     return loss(q_tm1, batch.action_tm1, batch.reward_t, batch.discount_t, q_t_target, q_t_online)
 
 
+def mean_loss(per_transition: Tensor, weights: Tensor | None) -> Tensor:
+    """A batch's loss: the mean of its per-transition losses, each scaled by its importance-
+    sampling weight with prioritized replay (Schaul et al., 2016, Algorithm 1, line 13: the
+    update sums w_j * delta_j * grad Q). Without weights, the plain mean."""
+    if weights is None:
+        return per_transition.mean()
+    return (weights * per_transition).mean()
+
+
 def clip_grad_norm_(grads: list[Tensor], max_norm: float) -> None:
     """Scale `grads` in place so their global L2 norm is at most `max_norm` (no host sync)."""
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
@@ -77,10 +87,13 @@ class Sampler(Protocol):
 
     gamma: float
     n_step: int
+    prioritized: bool
 
-    def sample_slots(self, batch_size: int) -> Tensor: ...
+    def draw(self, batch_size: int) -> Draw: ...
 
     def gather(self, slot: Tensor) -> Batch: ...
+
+    def update_priorities(self, slots: Tensor, priority: Tensor) -> None: ...
 
 
 class Learner:
@@ -106,8 +119,8 @@ class Learner:
     ) -> None:
         device = device or next(online.parameters()).device
         # The replay folds the discount into its batches (discount_t = gamma^k): its gamma and
-        # n-step are the algorithm's.
-        for name in ("gamma", "n_step"):
+        # n-step are the algorithm's; so is whether it samples by priority.
+        for name in ("gamma", "n_step", "prioritized"):
             if replay is not None and getattr(replay, name) != getattr(algo, name):
                 raise ValueError(
                     f"the replay memory's {name} is {getattr(replay, name)}, the algorithm's "
@@ -165,7 +178,8 @@ class Learner:
 
     def _written_tensors(self) -> list[Tensor]:
         """Every tensor an update (or an act forward) writes in place: weights, the networks'
-        buffers (noisy layers' noise), optimizer state, running sums and the sampler's state."""
+        buffers (noisy layers' noise), optimizer state, running sums and the sampler's state
+        (its counter; with prioritized replay, the priorities too)."""
         tensors = [*self.params, *self.online.buffers(), *self.target.buffers()]
         tensors += [self.loss_sum, self.q_sum]
         for value in self.optimizer.state_dict().values():
@@ -205,14 +219,17 @@ class Learner:
 
     # ------------------------------------------------------------------ the update
 
-    def _loss_and_grads(self, batch: Batch) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """The batch's mean loss, its mean Q(s, a), and the gradients of the mean loss."""
+    def _loss_and_grads(
+        self, batch: Batch, weights: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+        """The batch's mean loss (`mean_loss`), its Q(s, a), its priorities for the replay
+        (detached), and the gradients of the mean loss."""
         precision, device, double = self._precision, self.device, self.algo.double
         target = autocast_forward(self.target, device, precision)
         if not self.compiled:
             online = autocast_forward(self.online, device, precision)
             out = batch_losses(online, target, batch, self.loss, double)
-            loss = out.per_transition.mean()
+            loss = mean_loss(out.per_transition, weights)
             # Tensor.backward rather than autograd.grad: on a loaded 2-core CPU, autograd.grad
             # gave last-bit differences between a run and its exact resume of 2 games (4 of 19
             # resumes), backward none (0 of 10). In a CUDA graph capture, backward fills .grad
@@ -222,11 +239,11 @@ class Learner:
             loss.backward()
             grads = [param.grad for param in self.params]
             assert all(g is not None for g in grads)
-            return loss.detach(), out.q_taken, grads  # type: ignore[return-value]
+            return loss.detach(), out.q_taken, out.priority, grads  # type: ignore[return-value]
 
         # Compiled: the same loss differentiated with torch.func, which dynamo traces whole
         # (Tensor.backward and autograd.grad would break the graph on most torch versions).
-        def loss_of(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        def loss_of(params: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
             def online(obs: Tensor) -> QOutput:
                 out: QOutput = torch.func.functional_call(self.online, params, (obs,))
                 return out
@@ -234,22 +251,29 @@ class Learner:
             out = batch_losses(
                 autocast_forward(online, device, precision), target, batch, self.loss, double
             )
-            return out.per_transition.mean(), out.q_taken
+            return mean_loss(out.per_transition, weights), (out.q_taken, out.priority)
 
         params = {name: p.detach() for name, p in zip(self._names, self.params, strict=True)}
-        grads, (loss, q_taken) = torch.func.grad_and_value(loss_of, has_aux=True)(params)
-        return loss.detach(), q_taken, [grads[name] for name in self._names]
+        grads, (loss, (q_taken, priority)) = torch.func.grad_and_value(loss_of, has_aux=True)(
+            params
+        )
+        return loss.detach(), q_taken, priority, [grads[name] for name in self._names]
 
     def _sample_and_train(self) -> None:
         """The whole update, one function with static shapes and no host sync: sample a batch
-        on the device, rebuild its stacks, the loss and its gradients, the optimizer step and
-        the running sums."""
+        on the device, rebuild its stacks, the loss and its gradients (with prioritized replay,
+        the batch's new priorities), the optimizer step and the running sums."""
         assert self.replay is not None
         if self.noisy:  # fresh noise for every update, online and target (Fortunato et al.)
             reset_noise(self.online)
             reset_noise(self.target)
-        batch = self.replay.gather(self.replay.sample_slots(self.batch_size))
-        loss, q_taken, grads = self._loss_and_grads(batch)
+        drawn = self.replay.draw(self.batch_size)
+        batch = self.replay.gather(drawn.slots)
+        loss, q_taken, priority, grads = self._loss_and_grads(batch, drawn.weights)
+        if drawn.weights is not None:
+            # Schaul et al., 2016, Algorithm 1, line 12: the drawn transitions' priorities from
+            # the TD errors just computed, in the same update.
+            self.replay.update_priorities(drawn.slots, priority)
         if self.algo.max_grad_norm is not None:
             clip_grad_norm_(grads, self.algo.max_grad_norm)
         with torch.no_grad():

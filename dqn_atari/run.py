@@ -38,7 +38,7 @@ from dqn_atari.metrics import Metrics
 from dqn_atari.networks import NetworkSpec, build_network
 from dqn_atari.optim import make_optimizer
 from dqn_atari.perf import keep_freed_host_memory
-from dqn_atari.replay import ReplayMemory, ReplayMemoryError, check_fits
+from dqn_atari.replay import Prioritization, ReplayMemory, ReplayMemoryError, check_fits
 from dqn_atari.rng import RandomStreams
 from dqn_atari.vector import Games, make_games
 
@@ -79,8 +79,27 @@ def build_games(config: TrainConfig, step: int, states: list[dict[str, Any]] | N
     return make_games(config.env.game, config.env, config.seed + step, config.num_envs, states)
 
 
-def build_replay(config: TrainConfig, device: torch.device) -> ReplayMemory:
-    env = config.env
+def build_replay(
+    config: TrainConfig, device: torch.device, updates_before: int = 0
+) -> ReplayMemory:
+    """The run's replay memory; `updates_before` is the updates a resumed run already made
+    (with a saved memory, the memory's own count replaces it when it is loaded)."""
+    env, algo = config.env, config.algo
+    prioritized = None
+    if algo.prioritized:
+        # beta reaches 1 at the run's last update (Schaul et al., 2016, section 3.4): by update
+        # rather than by agent step, since the update counts its own batches on the device.
+        # The run's updates are at the agent steps after learning_starts divisible by
+        # train_every (loop.Schedule.learns_at).
+        updates = config.total_steps // algo.train_every
+        updates -= config.learning_starts // algo.train_every
+        prioritized = Prioritization(
+            alpha=algo.priority_alpha,
+            beta_start=algo.priority_beta_start,
+            eps=algo.priority_eps,
+            beta_updates=max(updates, 1),
+            updates_before=updates_before,
+        )
     return ReplayMemory(
         config.buffer_size,
         (env.screen_size, env.screen_size),
@@ -89,8 +108,9 @@ def build_replay(config: TrainConfig, device: torch.device) -> ReplayMemory:
         seed=config.seed,
         num_games=config.num_envs,
         max_batch_size=config.batch_size,
-        gamma=config.algo.gamma,
-        n_step=config.algo.n_step,
+        gamma=algo.gamma,
+        n_step=algo.n_step,
+        prioritized=prioritized,
     )
 
 
@@ -310,7 +330,7 @@ def _train_with(
     games: Games,
 ) -> int:
     config, device, run_dir = request.config, request.device, request.run_dir
-    replay = build_replay(config, device)
+    replay = build_replay(config, device, updates_before=state.updates)
     learner = build_learner(config, device, games.num_actions, replay)
     note, start_obs = "", None
     if restored is not None:

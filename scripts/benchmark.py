@@ -8,8 +8,9 @@
         --json-out e2e.json                          # one setting, as scripts/gpu_check.sh runs it
 
 Prints one JSON object (and writes it to --json-out): raw emulator frames/s, phi'd agent steps/s,
-replay insert and sample rates, learner updates/s (batch 32) with and without sampling for each
-precision and compile setting, end-to-end dqn-train agent steps/s at the Nature replay ratio (one
+replay insert and sample rates, uniform against prioritized sampling (batches of 32 per second
+at 1M slots), learner updates/s (batch 32) with and without sampling for each precision and
+compile setting, end-to-end dqn-train agent steps/s at the Nature replay ratio (one
 update of 32 per 4 agent steps) after learning_starts for each num_envs, Stable-Baselines3's DQN
 on the same device, the top-level aten ops per agent step of a whole dqn-train run, peak RSS and
 the bytes of a 1M-transition replay memory. Every figure comes from this run; compare figures
@@ -64,7 +65,15 @@ from dqn_atari.networks import NatureQNetwork, bf16_supported
 from dqn_atari.optim import make_optimizer
 from dqn_atari.perf import keep_freed_host_memory
 from dqn_atari.preprocessing import resize, to_grayscale
-from dqn_atari.replay import ReplayMemory
+from dqn_atari.replay import (
+    Prioritization,
+    PrioritizedSampler,
+    ReplayMemory,
+    UniformSampler,
+    ValidityChange,
+    sum_tree,
+)
+from dqn_atari.replay.staging import Staging
 from dqn_atari.vector import WorkerGames
 
 STAGES = ("emulator", "replay", "learner", "e2e", "sb3", "ops", "host_memory")
@@ -251,6 +260,63 @@ def replay_rates(device: torch.device, seconds: float, num_games: int) -> dict[s
         "insert_transitions_per_s": insert_rate(1),
         f"insert_transitions_per_s_{num_games}_games": insert_rate(num_games),
         "sample_batches32_per_s": rate(samples, seconds),
+    }
+
+
+def sampling_rates(
+    device: torch.device, seconds: float, slots: int = 1_000_000
+) -> dict[str, float]:
+    """Batches of 32 slots drawn per second from `slots` sampleable slots by the samplers alone
+    (eager, no frames gathered): uniform; prioritized, the draw with its weights, and the draw
+    with the priority update the learner makes after its loss; and, for the choice of search,
+    the prioritized draw by one cumulative sum over every slot and one searchsorted instead of
+    the two-level sum tree."""
+    layout = sum_tree.block_layout(slots)
+    valid = torch.zeros(layout.padded, dtype=torch.bool, device=device)
+    valid[:slots] = True  # the storage's flags, set by hand
+    uniform = UniformSampler(valid, layout, seed=0, max_batch_size=32)
+    prioritized = PrioritizedSampler(layout, slots, device, 0, 32, Prioritization(beta_updates=1))
+    every_slot = ValidityChange(
+        np.arange(slots, dtype=np.int64), np.zeros(slots, np.bool_), np.ones(slots, np.bool_)
+    )
+    for sampler in (uniform, prioritized):  # every slot becomes sampleable, in one write
+        staging = Staging(sampler.staging_bytes(slots), device)
+        staging.begin()
+        sections = sampler.stage(every_slot, staging)
+        sampler.apply(sections, staging.send())
+    # Priorities spread over [eps^alpha, 1] rather than all at the initial maximum, a few
+    # thousand slots at a time (an update reads a whole block per slot it sets).
+    generator = torch.Generator(device=device).manual_seed(0)
+    errors = torch.rand(slots, device=device, generator=generator)
+    for chunk in torch.arange(slots, device=device).split(4096):
+        prioritized.update_priorities(chunk, errors[chunk])
+    ones = torch.ones(32, device=device)
+    strata = torch.arange(32, dtype=torch.float64, device=device)
+
+    def flat_draw() -> None:
+        u = prioritized.uniforms.take(32)
+        cumulative = torch.cumsum(prioritized.priorities, 0)
+        torch.searchsorted(cumulative, (strata + u) * (cumulative[-1] / 32), right=True)
+
+    def batches(sampler: UniformSampler | PrioritizedSampler, draw: Callable[[], Any]) -> float:
+        def work() -> int:
+            for _ in range(20):
+                sampler.prepare(32)
+                draw()
+            sync(device)
+            return 20
+
+        return rate(work, seconds)
+
+    def draw_and_update() -> None:
+        drawn = prioritized.draw_weighted(32)
+        prioritized.update_priorities(drawn.slots, ones)
+
+    return {
+        "uniform": batches(uniform, lambda: uniform.draw(32)),
+        "prioritized": batches(prioritized, lambda: prioritized.draw_weighted(32)),
+        "prioritized_with_update": batches(prioritized, draw_and_update),
+        "prioritized_flat_cumsum": batches(prioritized, flat_draw),
     }
 
 
@@ -824,6 +890,13 @@ def main() -> None:
         report["replay"] = replay_rates(device, args.seconds, args.replay_games)
         # The tensors' bytes (on the CPU they are allocated lazily, so this costs no memory).
         report["replay_1m_bytes"] = ReplayMemory(1_000_000).nbytes
+        sampling = sampling_rates(device, args.seconds)
+        report["sampling_1m_slots_batches32_per_s"] = sampling
+        print(
+            "batches of 32 drawn per second from 1M slots (eager, no frames): "
+            + ", ".join(f"{name} {per_s:,.0f}" for name, per_s in sampling.items()),
+            file=sys.stderr,
+        )
     if "learner" in stages:
         names = settings or [f"{p}{c}" for p in precisions for c in ("", "_compiled")]
         learner: dict[str, Any] = {}

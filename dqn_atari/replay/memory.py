@@ -1,11 +1,14 @@
-"""ReplayMemory: the storage, the uniform sampler and the staging copy, put together.
+"""ReplayMemory: the storage, a sampler (uniform or prioritized) and the staging copy, put
+together.
 
 Writing goes storage -> sampler -> one host-to-device copy -> both apply it (`add_step`);
-sampling is `prepare_sample` on the host, then `sample_slots` and `gather` on the device, which
-an update compiles and graph-replays as one function. What each part owns:
+sampling is `prepare_sample` on the host, then `draw` and `gather` on the device (and, when
+prioritized, `update_priorities` after the loss), which an update compiles and graph-replays as
+one function. What each part owns:
 
     storage.py   the N games' rings of frames and per-slot rows, their validity, the gather
-    uniform.py   how slots are drawn (sampler.py: the interface a sampler implements)
+    uniform.py   how slots are drawn uniformly (sampler.py: the interface a sampler implements)
+    prioritized.py  how slots are drawn by priority, with importance-sampling weights
     staging.py   the pinned host buffer and its device twin: one copy per vector step
     saving.py    save and load, and the checks of a saved memory
     sizing.py    the minimum capacity, bytes per slot, and whether a memory fits
@@ -22,6 +25,8 @@ import torch
 from dqn_atari.replay import saving, sum_tree
 from dqn_atari.replay.batch import Batch
 from dqn_atari.replay.errors import ReplayMemoryError
+from dqn_atari.replay.prioritized import Prioritization, PrioritizedSampler
+from dqn_atari.replay.sampler import Draw
 from dqn_atari.replay.sizing import min_capacity
 from dqn_atari.replay.staging import Staging
 from dqn_atari.replay.storage import FrameStorage, StagedWrite
@@ -29,12 +34,13 @@ from dqn_atari.replay.uniform import UniformSampler
 
 
 class ReplayMemory:
-    """N games' rings of single uint8 frames on `device`, sampled uniformly as stacked
-    transitions of up to `n_step` steps, their discounts holding `gamma`'s powers.
+    """N games' rings of single uint8 frames on `device`, sampled as stacked transitions of up
+    to `n_step` steps, their discounts holding `gamma`'s powers: uniformly, or by priority with
+    `prioritized` (Schaul et al., 2016).
 
     `capacity` slots are split evenly between the `num_games` games (the remainder is unused).
-    See storage.py for the layout and which slots can start a transition, uniform.py for the
-    sampling.
+    See storage.py for the layout and which slots can start a transition, uniform.py and
+    prioritized.py for the sampling.
     """
 
     def __init__(
@@ -48,6 +54,7 @@ class ReplayMemory:
         max_batch_size: int = 512,
         gamma: float = 0.99,
         n_step: int = 1,
+        prioritized: Prioritization | None = None,
     ) -> None:
         if num_games < 1 or capacity < min_capacity(stack, num_games):
             raise ReplayMemoryError(
@@ -78,7 +85,14 @@ class ReplayMemory:
             gamma=gamma,
             n_step=n_step,
         )
-        self.sampler = UniformSampler(self.storage.valid, layout, seed, max_batch_size)
+        self.prioritized = prioritized is not None
+        self.sampler: UniformSampler | PrioritizedSampler
+        if prioritized is None:
+            self.sampler = UniformSampler(self.storage.valid, layout, seed, max_batch_size)
+        else:
+            self.sampler = PrioritizedSampler(
+                layout, self.capacity, self.device, seed, max_batch_size, prioritized
+            )
         staged = self.storage.staging_bytes()
         staged += self.sampler.staging_bytes(self.storage.max_changes)
         self._staging = Staging(staged, self.device)
@@ -139,13 +153,27 @@ class ReplayMemory:
         device side)."""
         self.sampler.prepare(batch_size)
 
+    def draw(self, batch_size: int) -> Draw:
+        """Device side: `batch_size` slots that can start a transition, drawn with replacement
+        (uniformly, or by priority), and their importance-sampling weights (None: uniform)."""
+        if isinstance(self.sampler, PrioritizedSampler):
+            return self.sampler.draw_weighted(batch_size)
+        return Draw(self.sampler.draw(batch_size), None)
+
     def sample_slots(self, batch_size: int) -> torch.Tensor:
-        """Device side: `batch_size` slots that can start a transition (int64), uniform with
-        replacement."""
-        return self.sampler.draw(batch_size)
+        """Device side: `draw`'s slots only (int64)."""
+        return self.draw(batch_size).slots
+
+    def update_priorities(self, slots: torch.Tensor, priority: torch.Tensor) -> None:
+        """Device side, prioritized only: the drawn `slots` take new priorities from the
+        batch's `priority` (LossOutput.priority), inside the same update."""
+        if not isinstance(self.sampler, PrioritizedSampler):
+            raise ReplayMemoryError("update_priorities() of a memory sampled uniformly")
+        self.sampler.update_priorities(slots, priority)
 
     def sampling_state(self) -> list[torch.Tensor]:
-        """The device tensors that sampling writes (the uniforms' counter)."""
+        """The device tensors that sampling writes (the uniforms' counter; prioritized, also
+        the priorities, their block sums, the running maximum and the batch count)."""
         return self.sampler.sampling_state()
 
     def gather(self, slot: torch.Tensor) -> Batch:
@@ -153,7 +181,7 @@ class ReplayMemory:
         return self.storage.gather(slot)
 
     def sample(self, batch_size: int) -> Batch:
-        """`batch_size` transitions drawn uniformly, with replacement, on the device."""
+        """`batch_size` transitions drawn with replacement, on the device (no weights)."""
         self.prepare_sample(batch_size)
         return self.gather(self.sample_slots(batch_size))
 

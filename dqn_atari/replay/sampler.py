@@ -10,13 +10,14 @@ and draws slots on the device from that state inside the compiled update:
     host, per update:        sampler.prepare(batch_size)
     device, in the update:   slots = sampler.draw(batch_size);  batch = storage.gather(slots)
 
-`UniformSampler` (uniform.py) keeps a count per block of the storage's validity flags. A
-prioritized sampler fits the same calls: `stage`/`apply` set a slot that became valid to the
-running maximum priority and an invalid one to 0, then refresh the touched blocks' sums;
-`draw` makes stratified ranks from the same host-drawn uniforms and searches the same
-two-level sum tree (sum_tree.py) over float priorities; `sampling_state()` adds the priorities,
-block sums and maximum that an update writes when it sets priorities from the batch's TD
-errors; `state_dict()` carries the priorities to a saved memory.
+`UniformSampler` (uniform.py) keeps a count per block of the storage's validity flags.
+`PrioritizedSampler` (prioritized.py) fits the same calls: `stage`/`apply` set a slot that
+became valid to the running maximum priority and an invalid one to 0, then refresh the touched
+blocks' sums; `draw_weighted` makes stratified ranks from the same host-drawn uniforms, searches
+the same two-level sum tree (sum_tree.py) over float priorities and returns a `Draw` with the
+importance-sampling weights; `update_priorities`, in the same update, sets the batch's
+priorities from its TD errors; `sampling_state()` adds the priorities, block sums, maximum and
+batch count that an update writes; `state_dict()` carries them to a saved memory.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ class ValidityChange(NamedTuple):
     slots: npt.NDArray[np.int64]
     before: npt.NDArray[np.bool_]
     after: npt.NDArray[np.bool_]
+
+
+class Draw(NamedTuple):
+    """A batch's slots and how much each counts in the loss."""
+
+    slots: torch.Tensor  # int64 (B,): slots that can start a transition
+    # float32 (B,): importance-sampling weights, the largest 1 (prioritized replay); None when
+    # every transition counts the same (uniform sampling: the loss is the plain mean).
+    weights: torch.Tensor | None
 
 
 class SlotSampler(Protocol):

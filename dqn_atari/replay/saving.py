@@ -7,7 +7,10 @@ game by game, and `meta.pt`, a plain dict of tensors and numbers (format 2):
     written, pending, sampleable                               the storage's host bookkeeping
     stacks, actions, rewards, discounts, next_slots            the written slots' rows
     <the sampler's own state>                                  the uniform sampler's: generator,
-                                                               uniforms, draws, filled
+                                                               uniforms, draws, filled; the
+                                                               prioritized one's adds priorities,
+                                                               block_sums, max_priority and
+                                                               batches_drawn
 
 Nothing depends on how the memory is read (gamma, n-step): those are computed when sampling.
 """
@@ -23,6 +26,7 @@ import torch
 
 from dqn_atari.checkpoint import load_error_reason, load_untrusted
 from dqn_atari.replay.errors import ReplayMemoryError
+from dqn_atari.replay.prioritized import PRIORITY_KEYS
 from dqn_atari.replay.sampler import SlotSampler
 from dqn_atari.replay.storage import FrameStorage, filled_ranges
 
@@ -153,6 +157,15 @@ def read_meta(storage: FrameStorage, sampler: SlotSampler, directory: Path) -> d
             shape,
         ):
             raise ReplayMemoryError(f"{path} is corrupt: '{name}' is not {dtype} {shape}")
+    # Loaded into a memory sampled uniformly, a prioritized one would lose its priorities
+    # without a word; the other way round, it would have none.
+    mine, theirs = set(sampler.state_dict()), set(meta) - _STORAGE_KEYS
+    if (mine ^ theirs) >= PRIORITY_KEYS:
+        kind = "by priority" if theirs >= PRIORITY_KEYS else "uniformly"
+        raise ReplayMemoryError(
+            f"the saved replay memory in {directory} was sampled {kind}, this one is not "
+            "(algo.prioritized differs?)"
+        )
     if (reason := sampler.check_state(meta)) is not None:
         raise ReplayMemoryError(f"{path} is corrupt: {reason}")
     written = meta["written"]

@@ -6,8 +6,8 @@ not arithmetic, so this tree has two levels: the per-block totals, and the slots
 viewed as (num_blocks, block_size). A search is a cumulative sum over the blocks, one
 searchsorted into it, then a cumulative sum of only each sought block and a second
 searchsorted: a fixed handful of ops for a whole batch, with static shapes, whatever the
-capacity. Uniform sampling keeps 0/1 flags and integer counts in it; prioritized sampling
-would keep float priorities and their block sums in the same layout.
+capacity. Uniform sampling keeps 0/1 flags and integer counts in it (`find`); prioritized
+sampling keeps float priorities and their block sums in the same layout (`find_weighted`).
 """
 
 from __future__ import annotations
@@ -48,5 +48,27 @@ def find(
     """
     block = torch.searchsorted(cumulative, rank, right=True)
     within = rank - cumulative[block] + totals[block]
+    position = torch.searchsorted(torch.cumsum(leaves[block], 1), within[:, None], right=True)
+    return block * leaves.shape[1] + position[:, 0]
+
+
+def find_weighted(
+    cumulative: torch.Tensor, totals: torch.Tensor, leaves: torch.Tensor, rank: torch.Tensor
+) -> torch.Tensor:
+    """`find` for float weights (float64): the slot of each `rank` (B,) in [0, cumulative[-1]),
+    the first slot whose inclusive prefix sum exceeds it.
+
+    With integer counts both levels add up exactly. With floats the blocks' sums, their
+    cumulative sum and a block's own cumulative sum round differently, so the rank left for a
+    block can be an ulp or so outside [0, the block's sum): about once in 1e16 draws a rank
+    lands on the slot before or after the one it should, which may be one of weight 0 or, past
+    the last block, one past the last slot. The caller clamps the slot into range and gives a
+    draw of weight 0 no weight (prioritized.py); that is cheaper than clamping every rank into
+    its block, and a GPU's tree-ordered cumulative sum could still step by an ulp at a slot of
+    weight 0. The block is clamped: with no weight at all (an empty memory, sampled only by the
+    learner's dry run) every rank lies past the last block.
+    """
+    block = torch.searchsorted(cumulative, rank, right=True).clamp_(max=leaves.shape[0] - 1)
+    within = rank - (cumulative - totals)[block]
     position = torch.searchsorted(torch.cumsum(leaves[block], 1), within[:, None], right=True)
     return block * leaves.shape[1] + position[:, 0]
