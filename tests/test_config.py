@@ -150,7 +150,19 @@ PRESETS = {
         "distribution": "qr", "quantiles": 200, "huber_delta": 1.0, "optimizer": "adam",
         "lr": 5e-5, "adam_eps": 0.01 / 32,
     },
+    "prioritized": {
+        "double": True, "prioritized": True, "priority_alpha": 0.6, "priority_beta_start": 0.4,
+        "lr": 6.25e-5,
+    },
+    "rainbow": {
+        "double": True, "dueling": True, "n_step": 3, "distribution": "c51", "atoms": 51,
+        "v_min": -10.0, "v_max": 10.0, "prioritized": True, "priority_alpha": 0.5,
+        "priority_beta_start": 0.4, "noisy": True, "noisy_sigma0": 0.5, "optimizer": "adam",
+        "lr": 6.25e-5, "adam_eps": 1.5e-4, "target_update_interval": 8000,
+    },
 }  # fmt: skip
+# Presets that also change run settings (Rainbow learns from 80K frames = 20,000 agent steps).
+PRESET_RUN_SETTINGS = {"rainbow": {"learning_starts": 20_000}}
 
 
 def test_every_algo_preset_is_listed_here() -> None:
@@ -162,6 +174,8 @@ def test_every_algo_composes_and_validates(algo: str) -> None:
     conf = train_config(f"algo={algo}")
     # Each preset is the Nature recipe with only its paper's changes.
     assert conf.algo == AlgoConfig(name=algo, **PRESETS[algo])  # type: ignore[arg-type]
+    run_settings = {"learning_starts": 50_000, **PRESET_RUN_SETTINGS.get(algo, {})}
+    assert {key: getattr(conf, key) for key in run_settings} == run_settings
     validate_train(conf)
 
 

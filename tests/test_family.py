@@ -4,6 +4,11 @@ and nowhere else."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +20,7 @@ from dqn_atari.loop import Schedule
 from dqn_atari.networks import build_network
 from dqn_atari.optim import make_optimizer
 from dqn_atari.replay import ReplayMemory
-from dqn_atari.run import network_spec
+from dqn_atari.run import build_replay, network_spec
 
 CPU = torch.device("cpu")
 FRAMES, SIZE, ACTIONS = 2, 36, 3  # the smallest input of the Nature torso: quick to compile
@@ -25,6 +30,16 @@ VARIANTS = {
     "dueling_double": {"double": True, "dueling": True, "max_grad_norm": 10.0},
     "c51_3_step": {"distribution": "c51", "n_step": 3, "optimizer": "adam"},
     "qr_double": {"distribution": "qr", "quantiles": 8, "double": True, "optimizer": "adam"},
+    "rainbow": {
+        "distribution": "c51",
+        "dueling": True,
+        "double": True,
+        "noisy": True,
+        "n_step": 3,
+        "prioritized": True,
+        "priority_alpha": 0.5,
+        "optimizer": "adam",
+    },
     "noisy_dueling_c51": {
         "distribution": "c51",
         "dueling": True,
@@ -39,20 +54,15 @@ VARIANTS = {
 def _config(**algo: object) -> TrainConfig:
     config = TrainConfig(algo=AlgoConfig(**algo))  # type: ignore[arg-type]
     config.env.frame_stack, config.env.screen_size = FRAMES, SIZE
+    config.num_envs, config.buffer_size, config.batch_size = 2, 2 * 200, 16
+    config.total_steps, config.learning_starts = 10_000, 100
     return config
 
 
-def _replay(algo: AlgoConfig, seed: int = 0) -> ReplayMemory:
-    replay = ReplayMemory(
-        capacity=2 * 200,
-        frame_shape=(SIZE, SIZE),
-        stack=FRAMES,
-        num_games=2,
-        seed=seed,
-        max_batch_size=16,
-        gamma=algo.gamma,
-        n_step=algo.n_step,
-    )
+def _replay(config: TrainConfig, seed: int = 0) -> ReplayMemory:
+    """The run's own replay memory (run.build_replay) holding 120 vector steps of 2 games."""
+    config.seed = seed
+    replay = build_replay(config, CPU)
     rng = np.random.default_rng(seed)
     replay.start(rng.integers(0, 256, (2, SIZE, SIZE), dtype=np.uint8))
     for _ in range(120):
@@ -75,7 +85,7 @@ def _learner(config: TrainConfig, compile: bool = False) -> Learner:
         network,
         make_optimizer(config.algo, list(network.parameters())),
         config.algo,
-        replay=_replay(config.algo),
+        replay=_replay(config),
         batch_size=16,
         device=CPU,
         compile=compile,
@@ -100,6 +110,7 @@ def test_each_variant_builds_its_network_from_the_config() -> None:
         "dueling_double": DuelingHead,
         "c51_3_step": QHead,
         "qr_double": QHead,
+        "rainbow": DuelingHead,
         "noisy_dueling_c51": DuelingHead,
     }
     c51 = build_network(network_spec(_config(**VARIANTS["c51_3_step"]), ACTIONS))
@@ -192,3 +203,58 @@ def test_compiling_a_noisy_update_at_start_up_draws_from_no_stream() -> None:
     learner.dry_run(torch.zeros(2, FRAMES, SIZE, SIZE, dtype=torch.uint8), capture=False)
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(a, b) for a, b in zip(noise, _noise(learner.online), strict=True))
+
+
+# ---------------------------------------------------------------- each preset, end to end
+
+TRAIN = shutil.which("dqn-train") or "dqn-train"
+EVAL = shutil.which("dqn-eval") or "dqn-eval"
+TINY = [
+    "env=Pong",
+    "device=cpu",
+    "total_steps=400",
+    "learning_starts=200",
+    "buffer_size=1000",
+    "checkpoint_interval=200",
+    "eval_interval=0",
+    "final_eval_episodes=0",
+    "progress_interval_s=60",
+]
+
+
+def _command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["dueling", "c51", "qr_dqn", "prioritized", "rainbow"])
+def test_each_preset_trains_is_scored_from_its_checkpoint_alone_and_resumes(
+    preset: str, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    trained = _command(TRAIN, *TINY, f"algo={preset}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    saved = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert (
+        saved["network"]
+        == network_spec(_preset_config(preset), num_actions=saved["num_actions"]).to_dict()
+    )
+    # No algo given: the checkpoint says which network it holds.
+    scored = _command(EVAL, f"checkpoint={run_dir}", "episodes=1", "max_episode_frames=1000",
+                      "device=cpu", cwd=tmp_path)  # fmt: skip
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    result = json.loads(scored.stdout.strip().splitlines()[-1])
+    assert result["episodes"] == 1 and result["checkpoint_step"] == 400
+    changed = _command(TRAIN, f"resume={run_dir}", "algo=dqn", cwd=tmp_path)
+    assert changed.returncode == 2 and "cannot change" in changed.stderr, changed.stderr[-2000:]
+    resumed = _command(TRAIN, f"resume={run_dir}", "total_steps=600", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["agent_steps"] == 600
+
+
+def _preset_config(preset: str) -> TrainConfig:
+    """The preset composed as dqn-train composes it, with TINY's settings."""
+    from dqn_atari.cli import CONFIG_DIR, compose, register_schemas, route_game, typed
+
+    register_schemas()
+    return typed(compose(CONFIG_DIR, "config", route_game([*TINY, f"algo={preset}"])))  # type: ignore[no-any-return]

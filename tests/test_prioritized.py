@@ -538,13 +538,17 @@ def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_a_prioritized_run_stopped_by_sigterm_resumes_to_the_same_losses(tmp_path: Path) -> None:
-    """test_faults.py's exact resume, with algo.prioritized=true: the run stopped by SIGTERM
+@pytest.mark.parametrize("algo", ["algo.prioritized=true", "algo=rainbow"])
+def test_a_prioritized_run_stopped_by_sigterm_resumes_to_the_same_losses(
+    algo: str, tmp_path: Path
+) -> None:
+    """test_faults.py's exact resume, with prioritized replay, and with Rainbow (noisy nets
+    drawing from torch's generator, 3-step returns, C51, dueling): the run stopped by SIGTERM
     after its priorities have moved, resumed from its saved memory, ends with the weights,
     losses, returns and evaluations of the straight run."""
     from test_faults import RUN, assert_same_training, latest
 
-    args = [*RUN, "algo.prioritized=true", "total_steps=1000"]
+    args = [*RUN, algo, "total_steps=1000"]
     straight = _train(*args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr[-3000:]
     run_dir = tmp_path / "stopped"
