@@ -14,7 +14,8 @@ compile setting, end-to-end dqn-train agent steps/s at the Nature replay ratio (
 update of 32 per 4 agent steps) after learning_starts for each num_envs, Stable-Baselines3's DQN
 on the same device, the top-level aten ops per agent step of a whole dqn-train run, peak RSS and
 the bytes of a 1M-transition replay memory. Every figure comes from this run; compare figures
-only within one run. `--stages` picks a subset (emulator, replay, learner, e2e, sb3, ops).
+only within one run. `--stages` picks a subset (emulator, replay, learner, e2e, sb3, ops,
+host_memory, variants: the DQN family's updates/s against DQN's and ops per agent step).
 
 Settings (`--settings`, for the learner and end-to-end stages) are `fp32`, `bf16`, either with
 `_compiled` (`compile=true`) and then optionally `_adam` (Adam instead of Nature's RMSProp).
@@ -76,7 +77,22 @@ from dqn_atari.replay import (
 from dqn_atari.replay.staging import Staging
 from dqn_atari.vector import WorkerGames
 
-STAGES = ("emulator", "replay", "learner", "e2e", "sb3", "ops", "host_memory")
+STAGES = ("emulator", "replay", "learner", "e2e", "sb3", "ops", "host_memory", "variants")
+DEFAULT_STAGES = STAGES[:-1]  # the variants stage trains a run per variant: asked for by name
+# The DQN family's presets and components, as dqn-train overrides: the `variants` stage measures
+# each one's learner updates/s against DQN's, and its top-level ops per agent step at
+# num_envs=16 (OPS_RUN).
+VARIANTS = {
+    "dqn": [],
+    "double_dqn": ["algo=double_dqn"],
+    "dueling": ["algo=dueling"],
+    "n_step_3": ["algo.n_step=3"],
+    "c51": ["algo=c51"],
+    "qr_dqn": ["algo=qr_dqn"],
+    "prioritized": ["algo=prioritized"],
+    "noisy": ["algo.noisy=true"],
+    "rainbow": ["algo=rainbow"],
+}
 # The run issue #9 counts its CPU target with: 113 top-level aten ops per agent step at 308d3ff.
 OPS_RUN = ["env=Pong", "num_envs=16", "total_steps=4000", "learning_starts=800"]
 OPS_RUN += ["buffer_size=40000", "compile=false"]
@@ -352,6 +368,71 @@ def learner_rates(device: torch.device, setting: str, seconds: float) -> dict[st
         return 5
 
     return {"updates_per_s_with_sampling": rate(sampled_updates, seconds)}
+
+
+def variant_config(overrides: list[str], device: torch.device) -> Any:
+    """A variant's TrainConfig, composed as dqn-train composes it, for a learner benchmark."""
+    from dqn_atari.cli import CONFIG_DIR, compose, register_schemas, route_game, typed
+
+    register_schemas()
+    base = ["env=Breakout", "buffer_size=5000", "num_envs=1", f"device={device}"]
+    return typed(compose(CONFIG_DIR, "config", route_game([*base, *overrides])))
+
+
+def variant_updates_per_s(device: torch.device, overrides: list[str], seconds: float) -> float:
+    """Batch-32 eager fp32 updates/s of one variant's learner, each batch sampled from the
+    run's own replay memory (run.build_replay / build_learner), holding 4,000 random frames."""
+    from dqn_atari.run import build_learner, build_replay
+
+    keep_freed_host_memory()  # as dqn-train does
+    config = variant_config(overrides, device)
+    config.learning_starts, config.total_steps = 0, 1_000_000
+    torch.manual_seed(0)
+    memory = build_replay(config, device)
+    rng = np.random.default_rng(0)
+    memory.start(rng.integers(0, 256, (1, 84, 84), dtype=np.uint8))
+    no = np.zeros(1, np.bool_)
+    for _ in range(4000):
+        frames = rng.integers(0, 256, (1, 84, 84), dtype=np.uint8)
+        memory.add_step(rng.integers(4, size=1), rng.normal(size=1), no, no, frames, frames)
+    learner = build_learner(config, device, 4, memory)
+    for _ in range(5):  # warm-up
+        learner.update()
+
+    def updates() -> int:
+        for _ in range(5):
+            learner.update()
+        learner.loss_sum.item()  # wait for the device
+        return 5
+
+    return rate(updates, seconds)
+
+
+def variants(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Per variant of the DQN family: learner updates/s against DQN's (in turn, `args.rounds`
+    rounds, medians), and top-level ops per agent step at num_envs=16."""
+    rounds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name, overrides in VARIANTS.items():
+            rounds[name].append(
+                in_fresh_process(variant_updates_per_s, device, overrides, args.seconds)
+            )
+    median = {name: float(np.median(values)) for name, values in rounds.items()}
+    report: dict[str, Any] = {
+        "updates_per_s": median,
+        "updates_per_s_rounds": rounds,
+        "against_dqn": {name: value / median["dqn"] for name, value in median.items()},
+    }
+    if args.variant_ops:
+        ops = {}
+        for name, overrides in VARIANTS.items():
+            run = in_fresh_process(
+                ops_per_agent_step, device, [*OPS_RUN, *overrides], args.ops_window,
+                args.ops_top, args.work_dir,
+            )  # fmt: skip
+            ops[name] = round(run["ops_per_agent_step"], 2)
+        report["ops_per_agent_step_num_envs_16"] = ops
+    return report
 
 
 def own_peak_rss_bytes() -> int:
@@ -813,8 +894,8 @@ def main() -> None:
     parser.add_argument("--game", default="Breakout")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--stages", default=",".join(STAGES),
-        help=f"comma-separated subset of {','.join(STAGES)} (default: all)",
+        "--stages", default=",".join(DEFAULT_STAGES),
+        help=f"comma-separated subset of {','.join(STAGES)} (default: all but variants)",
     )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=5.0, help="per micro-benchmark")
     parser.add_argument("--learning-starts", type=int, default=2000, help="agent steps")
@@ -845,6 +926,10 @@ def main() -> None:
         help="agent steps per profiler window of the ops stage (bounds the profiler's memory)",
     )  # fmt: skip
     parser.add_argument("--ops-top", type=int, default=15, help="op names in the breakdown")
+    parser.add_argument(
+        "--no-variant-ops", dest="variant_ops", action="store_false",
+        help="variants stage: skip the ops per agent step of each variant (a run each)",
+    )  # fmt: skip
     parser.add_argument("--work-dir", type=Path, help="where run directories go (default: TMPDIR)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON object here")
     args = parser.parse_args()
@@ -925,6 +1010,15 @@ def main() -> None:
             print(f"  {per_step:8.2f}  {name}", file=sys.stderr)
     if "host_memory" in stages:
         report["host_memory_page_faults"] = host_memory_faults()
+    if "variants" in stages:
+        report["variants"] = variants(args, device)
+        for name, ratio in report["variants"]["against_dqn"].items():
+            ops = report["variants"].get("ops_per_agent_step_num_envs_16", {}).get(name)
+            print(
+                f"  {name:12s} {report['variants']['updates_per_s'][name]:7.1f} updates/s "
+                f"({ratio:.2f}x DQN)" + ("" if ops is None else f", {ops} ops per agent step"),
+                file=sys.stderr,
+            )
     report["peak_rss_bytes_this_process"] = own_peak_rss_bytes()
     text = json.dumps(report, indent=1)
     if args.json_out is not None:

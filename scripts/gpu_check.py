@@ -185,6 +185,16 @@ def summarize(stage: str, figures: Any) -> str:
         if "device_kernels_and_copies_per_agent_step" in ops:
             kernels = ops["device_kernels_and_copies_per_agent_step"]
             parts.append(f"{fmt(kernels)} device kernels+copies/agent step")
+    if "raw_emulator_frames_per_s" in figures:
+        parts.append(f"raw ALE {fmt(figures['raw_emulator_frames_per_s'], 0)} frames/s")
+        for name, value in figures["phi_agent_steps_per_s"].items():
+            parts.append(f"phi {name}: {fmt(value, 0)} agent steps/s")
+    if "variants" in figures:
+        variants = figures["variants"]
+        parts.append(
+            "updates/s vs DQN: "
+            + ", ".join(f"{n} {r:.2f}x" for n, r in variants["against_dqn"].items() if n != "dqn")
+        )
     return "; ".join(parts)
 
 

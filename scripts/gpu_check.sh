@@ -24,12 +24,15 @@
 #   pytest     pytest -m cuda tests/test_cuda.py (skipped on a machine without CUDA)
 #   e2e_N_S    end-to-end dqn-train, num_envs=N, setting S, at the Nature replay ratio: agent
 #              steps/s after learning_starts (num_envs N only where the machine has N cores)
+#   emulator   the games alone: raw ALE frames/s, phi agent steps/s of one game and of N game
+#              workers (no learning): what bounds end-to-end agent steps/s from the CPU side
 #   learner_*  learner updates/s, batch 32, with and without sampling from the replay
 #   replay     replay insert rate (one game, and 16 games' writes) and batch-32 sample rate
 #   sb3        Stable-Baselines3's DQN on the same device (skipped when it cannot be imported)
 #   ops        top-level aten ops per agent step of issue #9's dqn-train run, under the profiler
 #   replay_1m  bytes of a 1M-transition replay memory on the device, and the time to fill it
 #   e2e_...    the other end-to-end settings, the one asked for by neither issue last
+#   variants   the DQN family's eager learner updates/s (each preset and component) against DQN's
 # The defaults fit an H100/H200-class GPU with 16 cores; the limits are estimates from runs of
 # the same stages there and on 2 CPU cores.
 set -u
@@ -85,6 +88,7 @@ if [ "$QUICK" = 1 ]; then
     LEARNER_EAGER="fp32"
     LEARNER_COMPILED="fp32_compiled"
     REPLAY_GAMES=4
+    EMULATOR_GAMES=2
     OPS_RUN="env=Pong num_envs=2 total_steps=600 learning_starts=200 buffer_size=4000 compile=false"
     OPS_WINDOW=100
     REPLAY_1M_CAPACITY=20000
@@ -99,6 +103,7 @@ else
     LEARNER_EAGER="fp32,bf16"
     LEARNER_COMPILED="fp32_compiled,bf16_compiled"
     REPLAY_GAMES=16
+    EMULATOR_GAMES=16
     OPS_RUN="" # benchmark.py's default: issue #9's run (Pong, num_envs=16, 4,000 agent steps)
     OPS_WINDOW=250
     REPLAY_1M_CAPACITY=1000000
@@ -107,8 +112,9 @@ fi
 # Time limit of each stage, seconds. A compiled setting waits for inductor (and CUDA graphs)
 # before its first update; the 1M replay is filled one transition at a time.
 declare -A STAGE_LIMIT_S=(
-    [info]=60 [pytest]=120 [e2e]=45 [e2e_compiled]=75 [learner_eager]=35
-    [learner_compiled]=100 [replay]=25 [sb3]=60 [ops]=75 [replay_1m]=100
+    [info]=60 [pytest]=180 [e2e]=45 [e2e_compiled]=75 [learner_eager]=35
+    [learner_compiled]=100 [emulator]=50 [replay]=25 [sb3]=60 [ops]=75 [replay_1m]=100
+    [variants]=120
 )
 
 if [ -z "$LIMIT_SCALE" ]; then
@@ -219,6 +225,7 @@ fi
 run_stage pytest "${STAGE_LIMIT_S[pytest]}" "$PY" -m pytest -m cuda "$REPO/tests/test_cuda.py" \
     -q -rA -p no:cacheprovider --rootdir "$REPO" --junitxml "$OUT/stages/pytest.xml"
 e2e_runs "$E2E_RUNS_FIRST"
+benchmark emulator "${STAGE_LIMIT_S[emulator]}" --stages emulator --num-envs "$EMULATOR_GAMES"
 benchmark learner_eager "${STAGE_LIMIT_S[learner_eager]}" --stages learner --settings "$LEARNER_EAGER"
 benchmark learner_compiled "${STAGE_LIMIT_S[learner_compiled]}" --stages learner \
     --settings "$LEARNER_COMPILED"
@@ -236,6 +243,10 @@ run_stage replay_1m "${STAGE_LIMIT_S[replay_1m]}" bash -c \
     "$PY" "$REPO" "$REPLAY_1M_CAPACITY" "$DEVICE" "$OUT/stages/replay_1m.json"
 
 e2e_runs "$E2E_RUNS_LATER"
+
+# Eager (a compiled update per variant would spend the stage in inductor), 1 s a variant.
+benchmark variants "${STAGE_LIMIT_S[variants]}" --stages variants --rounds 1 --no-variant-ops \
+    --seconds 1
 
 rm -rf "$WORK"
 printf '{"device": "%s", "quick": %s, "budget_s": %s, "total_seconds": %s, "checkout": "%s", "finished_utc": "%s"}\n' \

@@ -213,7 +213,11 @@ def _truncated(tmp_path: Path, trained_run: Path) -> Path:
         (["resume=/nonexistent/run"], "no such run directory"),
         # Hydra followed these out of the group's folder: "Could not find 'env/algo/dqn'".
         (["env=../config"], "unknown Atari game '../config'"),
-        (["algo=../config"], "Could not find 'algo/../config'; options: double_dqn, dqn"),
+        (
+            ["algo=../config"],
+            "Could not find 'algo/../config'; options: c51, double_dqn, dqn, dueling, "
+            "prioritized, qr_dqn, rainbow",
+        ),
     ],
 )
 def test_bad_training_input_is_one_line_and_exit_2(

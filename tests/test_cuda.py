@@ -377,3 +377,65 @@ def test_the_compiled_gather_reads_frames_past_slot_304346() -> None:
     assert batch.obs_tm1[0].amin(dim=(1, 2)).tolist() == [10, 11, 12, 13]
     assert batch.obs_tm1[0].amax(dim=(1, 2)).tolist() == [10, 11, 12, 13]
     del memory
+
+
+# The DQN family's riskiest updates on the device: distributions, n-step returns, the dueling
+# head, noisy nets and the prioritized sampler's sum tree, all inside one captured graph.
+FAMILY = {
+    "qr_dueling_double_3_step": {
+        "distribution": "qr", "dueling": True, "double": True, "n_step": 3, "optimizer": "adam",
+    },
+    "rainbow": {
+        "distribution": "c51", "dueling": True, "double": True, "noisy": True, "n_step": 3,
+        "prioritized": True, "priority_alpha": 0.5, "optimizer": "adam",
+    },
+}  # fmt: skip
+
+
+def _family_learner(name: str, compile: bool = False, graph: bool = False):
+    import numpy as np
+
+    from dqn_atari.config import AlgoConfig, TrainConfig
+    from dqn_atari.run import build_learner, build_replay
+
+    config = TrainConfig(algo=AlgoConfig(**FAMILY[name]))  # type: ignore[arg-type]
+    config.num_envs, config.buffer_size, config.batch_size = 2, 800, 32
+    config.total_steps, config.learning_starts, config.seed = 10_000, 0, 11
+    config.compile, config.cuda_graph = compile, graph
+    device = torch.device("cuda")
+    memory = build_replay(config, device)
+    rng = np.random.default_rng(3)
+    memory.start(rng.integers(0, 256, (2, 84, 84), dtype=np.uint8))
+    for _ in range(300):
+        ended = rng.random(2) < 0.03
+        memory.add_step(
+            rng.integers(6, size=2), rng.normal(size=2), ended & (rng.random(2) < 0.5), ended,
+            rng.integers(0, 256, (2, 84, 84), dtype=np.uint8),
+            rng.integers(0, 256, (2, 84, 84), dtype=np.uint8),
+        )  # fmt: skip
+    torch.manual_seed(0)
+    return build_learner(config, device, 6, memory)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_a_family_update_compiled_as_one_cuda_graph_learns_and_matches_eager(
+    no_tf32, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiled and captured (3 warm-ups, then replays): the replays change the weights, and
+    8 updates with a target sync give eager's losses and weights."""
+    # Eager's random ops inside the compiled graph: the noisy nets draw eager's noise.
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    torch._dynamo.reset()
+    graphed = _family_learner(name, compile=True, graph=True)
+    graph_losses, graph_weights = _updates(graphed, 5)
+    assert graphed._step.graph is not None
+    more_losses, after = _updates(graphed, 3, sync_at=99)  # replays only
+    assert all(torch.isfinite(p).all() for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(graph_weights, after, strict=True))
+    eager = _family_learner(name)
+    eager_losses, _ = _updates(eager, 5)
+    eager_more, eager_after = _updates(eager, 3, sync_at=99)
+    assert [*graph_losses, *more_losses] == pytest.approx([*eager_losses, *eager_more], rel=1e-4)
+    for a, b in zip(after, eager_after, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
