@@ -12,13 +12,11 @@ leaves the previous checkpoint whole.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
 import re
 import shutil
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, fields
@@ -26,6 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+
+from dqn_atari.files import write_atomic
 
 # 2 (0.2): one replay memory for N games, the optimizers' own state, components' state_dicts.
 # 1 (0.1): one replay ring per game; dqn-eval still reads it, resume refuses it.
@@ -36,7 +36,7 @@ _PERIODIC = re.compile(r"step_(\d+)\.pt")
 
 
 class SavesReplay(Protocol):
-    """A replay memory that writes itself to a directory (ReplayMemory, vector.ReplaySet)."""
+    """A replay memory that writes itself to a directory (replay.ReplayMemory)."""
 
     def save(self, directory: Path) -> None: ...
 
@@ -50,33 +50,13 @@ class CheckpointWriteError(CheckpointError):
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write `state` to `path` through a temporary file and a rename."""
+    """Write `state` to `path` through a temporary file and a rename (files.write_atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Serialized in memory first: torch's zip writer turns a failed write (a full disk) into a
     # RuntimeError that has lost the OS's reason; written by Python, it is the OSError itself.
     data = io.BytesIO()
     torch.save(state, data)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_atomic(path, data.getbuffer().tobytes())
 
 
 # Lines of torch.load's errors that tell the reader what to try rather than what is wrong. The one

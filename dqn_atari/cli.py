@@ -478,7 +478,9 @@ def _compose_train(args: list[str]) -> tuple[DictConfig, Path | None, int | None
     return cfg, run_dir, step if isinstance(step, int) else None
 
 
-def _train_request(args: list[str], started_s: float) -> tuple[TrainRequest, RunDirLock]:
+def _request_from_command_line(
+    args: list[str], started_s: float
+) -> tuple[TrainRequest, RunDirLock]:
     """Compose, validate and lock a single run (fresh or resumed); nothing is written before
     the config is known to work."""
     cfg, resume_dir, saved_step = _compose_train(args)
@@ -496,13 +498,28 @@ def _train_request(args: list[str], started_s: float) -> tuple[TrainRequest, Run
             f"{run_dir} is at agent step {saved_step:,}, past total_steps={config.total_steps:,}:"
             f" give a total_steps of at least {saved_step:,} to continue it"
         )
+    return _locked_request(config, run_dir, overrides, resume_dir is not None, started_s,
+                           "hydra.run.dir")  # fmt: skip
+
+
+def _locked_request(
+    config: TrainConfig,
+    run_dir: Path,
+    overrides: list[str],
+    resume: bool,
+    started_s: float,
+    dir_option: str,
+) -> tuple[TrainRequest, RunDirLock]:
+    """The run's request with its directory locked, for a run from the command line and for a
+    sweep's job alike: the config validated, a live run's directory refused (naming its owner),
+    and a new run's directory required new or empty (`dir_option` names the setting to change)."""
     auto = auto_settings(config)
     device = validate_train(config)
     lock = RunDirLock(run_dir)
     lock.acquire()  # first: a live run's directory is refused naming its owner
-    if resume_dir is None:
+    if not resume:
         try:
-            require_new_run_dir(run_dir, "hydra.run.dir")
+            require_new_run_dir(run_dir, dir_option)
         except UsageError:
             lock.release(refused=True)
             raise
@@ -511,14 +528,14 @@ def _train_request(args: list[str], started_s: float) -> tuple[TrainRequest, Run
         device=device,
         run_dir=run_dir,
         overrides=overrides,
-        resume=resume_dir is not None,
+        resume=resume,
         started_s=started_s,
         auto=auto,
     )
     return request, lock
 
 
-def _run_train(request: TrainRequest, lock: RunDirLock) -> int:
+def _run_under_signals(request: TrainRequest, lock: RunDirLock) -> int:
     """Run with the stop signals taken over; every way it can end is an exit code and, for a
     failure, one true line (what was saved, and how to continue)."""
     stop = StopFlag()
@@ -610,12 +627,12 @@ def _as_job(prog: str, job: Callable[[DictConfig], int], cfg: DictConfig) -> swe
     return outcome
 
 
-def _train_job(cfg: DictConfig) -> sweep.JobOutcome:
+def _sweep_job(cfg: DictConfig) -> sweep.JobOutcome:
     """One job of `dqn-train -m ...` (Hydra composed its config and made its directory)."""
-    return _as_job("dqn-train", _train_one_job, cfg)
+    return _as_job("dqn-train", _run_sweep_job, cfg)
 
 
-def _train_one_job(cfg: DictConfig) -> int:
+def _run_sweep_job(cfg: DictConfig) -> int:
     started_s = time.monotonic()
     hydra_conf = HydraConfig.get()
     run_dir = Path(hydra_conf.runtime.output_dir)
@@ -625,8 +642,6 @@ def _train_one_job(cfg: DictConfig) -> int:
         config: TrainConfig = typed(cfg)
         # In a sweep's job, device=auto takes the job's share of the GPUs.
         config.device = sweep.sweep_device(config.device, torch.cuda.device_count(), job_num)
-        auto = auto_settings(config)
-        device = validate_train(config)
         latest = run_dir / "checkpoints" / LATEST
         # A job that finds its own checkpoint (requeued after a pre-emption, or the sweep run
         # again into the same folder) continues it, as resume= would.
@@ -636,22 +651,12 @@ def _train_one_job(cfg: DictConfig) -> int:
                 f"{run_dir} already holds another run; continue it with "
                 f"{resume_command(run_dir)} or pick a new hydra.sweep.dir"
             )
-        if not resume:
-            require_new_run_dir(run_dir, "hydra.sweep.dir")
-        lock = RunDirLock(run_dir)
-        lock.acquire()
+        request, lock = _locked_request(
+            config, run_dir, overrides, resume, started_s, "hydra.sweep.dir"
+        )
     except USER_ERRORS as err:
         _fail("dqn-train", err)
-    request = TrainRequest(
-        config=config,
-        device=device,
-        run_dir=run_dir,
-        overrides=overrides,
-        resume=resume,
-        started_s=started_s,
-        auto=auto,
-    )
-    return _run_train(request, lock)
+    return _run_under_signals(request, lock)
 
 
 def _multirun(
@@ -798,15 +803,15 @@ def train_entry() -> None:
                 "resume=DIR for each run (a sweep launched again into its hydra.sweep.dir "
                 "continues its unfinished jobs)",
             )
-        _hydra_main("dqn-train", "config", _train_job)
+        _hydra_main("dqn-train", "config", _sweep_job)
         return
     try:
-        request, lock = _train_request(args, started_s)
+        request, lock = _request_from_command_line(args, started_s)
     except KeyboardInterrupt:
         _fail("dqn-train", "interrupted before the run started; nothing was written", 130)
     except USER_ERRORS as err:
         _fail("dqn-train", err)
-    code = _run_train(request, lock)
+    code = _run_under_signals(request, lock)
     if code:
         sys.exit(code)
 

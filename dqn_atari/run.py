@@ -31,6 +31,7 @@ from dqn_atari.checkpoint import (
 from dqn_atari.config import TrainConfig
 from dqn_atari.envs import AtariOptions, resolve_game
 from dqn_atari.evaluation import EvalResult, play_games
+from dqn_atari.files import write_atomic
 from dqn_atari.hooks import DivergenceError, RunHooks
 from dqn_atari.learner import Learner, prepare_update
 from dqn_atari.loop import Schedule, TrainState, train
@@ -60,9 +61,9 @@ class TrainRequest:
     overrides: list[str]  # this command line's overrides
     resume: bool  # continue the checkpoint in run_dir
     started_s: float  # time.monotonic() when the command started
-    # Both set by the CLI's signal handling (cli._run_train), the same for a single run and a
-    # sweep's job: a signal's name once one asked the run to stop; what to do after the stop's
-    # checkpoint (a sweep's requeue).
+    # Both set by the CLI's signal handling (cli._run_under_signals), the same for a single run
+    # and a sweep's job: a signal's name once one asked the run to stop; what to do after the
+    # stop's checkpoint (a sweep's requeue).
     stop_requested: Callable[[], str | None] = lambda: None
     on_stopped: Callable[[], None] = lambda: None
     # Which of num_envs, compile and cuda_graph the user left `auto` (config.auto_settings): a
@@ -172,10 +173,7 @@ def save_config(config: TrainConfig, run_dir: Path) -> None:
         "# from this file, with the new values composed on top (and saved back here).\n"
         "defaults:\n  - train_schema\n  - _self_\n\n" + OmegaConf.to_yaml(node)
     )
-    path = run_dir / CONFIG_FILE
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(run_dir / CONFIG_FILE, text)
 
 
 def evaluator(
@@ -316,12 +314,12 @@ def train_run(request: TrainRequest) -> int:
     exact = restored is not None and restored.replay_dir is not None
     games = build_games(config, state.step, restored.saved.games if exact else None)  # type: ignore[union-attr]
     try:
-        return _train_with(request, checkpoints, restored, state, random, games)
+        return _start_and_train(request, checkpoints, restored, state, random, games)
     finally:
         games.close()
 
 
-def _train_with(
+def _start_and_train(
     request: TrainRequest,
     checkpoints: CheckpointManager,
     restored: Restored | None,

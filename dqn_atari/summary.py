@@ -8,8 +8,6 @@ A resumed run carries the earlier segments over, so wall time and speed cover th
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 
 from dqn_atari import __version__
 from dqn_atari.evaluation import EvalResult
+from dqn_atari.files import write_atomic
 
 SUMMARY = "summary.json"
 FORMAT = "dqn-atari/summary-1"
@@ -40,19 +39,7 @@ def protocol_name(sticky_action_prob: float, noop_max: int) -> str:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as JSON through a temporary file, flushed and renamed over `path`."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.chmod(0o644)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

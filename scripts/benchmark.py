@@ -411,9 +411,11 @@ def variant_updates_per_s(device: torch.device, overrides: list[str], seconds: f
 def variants(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Per variant of the DQN family: learner updates/s against DQN's (in turn, `args.rounds`
     rounds, medians), and top-level ops per agent step at num_envs=16."""
-    rounds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    names = ["dqn", *(n for n in args.variants if n != "dqn")]  # DQN is the yardstick
+    rounds: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
-        for name, overrides in VARIANTS.items():
+        for name in names:
+            overrides = VARIANTS[name]
             rounds[name].append(
                 in_fresh_process(variant_updates_per_s, device, overrides, args.seconds)
             )
@@ -425,9 +427,9 @@ def variants(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     }
     if args.variant_ops:
         ops = {}
-        for name, overrides in VARIANTS.items():
+        for name in names:
             run = in_fresh_process(
-                ops_per_agent_step, device, [*OPS_RUN, *overrides], args.ops_window,
+                ops_per_agent_step, device, [*OPS_RUN, *VARIANTS[name]], args.ops_window,
                 args.ops_top, args.work_dir,
             )  # fmt: skip
             ops[name] = round(run["ops_per_agent_step"], 2)
@@ -927,6 +929,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--ops-top", type=int, default=15, help="op names in the breakdown")
     parser.add_argument(
+        "--variants", type=lambda text: text.split(","), default=list(VARIANTS),
+        help=f"variants stage: a comma-separated subset of {','.join(VARIANTS)} (default: all)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-variant-ops", dest="variant_ops", action="store_false",
         help="variants stage: skip the ops per agent step of each variant (a run each)",
     )  # fmt: skip
@@ -936,6 +942,10 @@ def main() -> None:
     # SIGTERM (a time limit) unwinds like Ctrl-C, so that runs and temporary folders are cleaned.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     stages = [s for s in args.stages.split(",") if s]
+    if unknown_variants := sorted(set(args.variants) - set(VARIANTS)):
+        parser.error(
+            f"unknown variant(s) {', '.join(unknown_variants)}; choose from {', '.join(VARIANTS)}"
+        )
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")

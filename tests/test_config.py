@@ -76,7 +76,7 @@ def test_presets_and_algos_exist() -> None:
 
 
 def test_default_config_is_the_nature_recipe() -> None:
-    """Values from the Nature DQN table (Mnih et al., 2015, as quoted in RECIPE.md)."""
+    """Values from Extended Data Table 1 of the Nature paper (Mnih et al., 2015)."""
     conf = train_config()
     assert conf.env.game == "Breakout"  # the default env
     assert conf.batch_size == 32
