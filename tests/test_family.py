@@ -147,7 +147,11 @@ def test_each_variants_update_compiles_as_one_graph_and_matches_eager(
     eager, compiled = _learner(config), _learner(config, compile=True)
     assert prepare_update(compiled, torch.zeros(2, FRAMES, SIZE, SIZE, dtype=torch.uint8),
                           compile_auto=False, cuda_graph_auto=False) == []  # fmt: skip
-    assert _means(compiled, 3) == pytest.approx(_means(eager, 3), rel=1e-4, abs=1e-6)
+    # Noisy nets draw their noise from the global stream: the same state for both runs.
+    torch.manual_seed(1)
+    compiled_means = _means(compiled, 3)
+    torch.manual_seed(1)
+    assert compiled_means == pytest.approx(_means(eager, 3), rel=1e-4, abs=1e-6)
     for a, b in zip(compiled.params, eager.params, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
