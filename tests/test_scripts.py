@@ -1,4 +1,5 @@
-"""scripts/benchmark.py's op counter, and scripts/gpu_check.sh with its helper gpu_check.py."""
+"""scripts/benchmark.py's op counter, scripts/gpu_check.sh with its helper gpu_check.py, and
+scripts/read_scalars.py's windows."""
 
 from __future__ import annotations
 
@@ -159,3 +160,19 @@ def test_a_runs_peak_rss_is_its_own_not_the_benchmarks(tmp_path: Path) -> None:
     del held
     # torch and the game take over 100 MB; a run this short stays far below 1.2 GB.
     assert 100e6 < figures["peak_rss_bytes"] < 1.2e9
+
+
+def test_read_scalars_means_per_window_count_a_game_where_it_ended(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path)) as writer:
+        for step, value in [(50, -21.0), (100, -19.0), (150, -10.0), (260, 3.0), (290, 5.0)]:
+            writer.add_scalar("train/episode_return", value, step)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "read_scalars.py"), str(tmp_path),
+         "train/episode_return", "--per", "100"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    windows = json.loads(result.stdout)["train/episode_return"]["windows"]
+    # A game that ends at step 100 closes the first window, as "0-100k" reads in the tables.
+    assert windows == {"0-100": [2, -20.0], "100-200": [1, -10.0], "200-300": [2, 4.0]}
