@@ -56,7 +56,7 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
     # RuntimeError that has lost the OS's reason; written by Python, it is the OSError itself.
     data = io.BytesIO()
     torch.save(state, data)
-    write_atomic(path, data.getbuffer().tobytes())
+    write_atomic(path, data.getbuffer())
 
 
 # Lines of torch.load's errors that tell the reader what to try rather than what is wrong. The one

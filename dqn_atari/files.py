@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Replace `path` by `data` (str is written as UTF-8), atomically; a failed write (a full
-    disk: the OSError with its reason) leaves the old file and no temporary file."""
+def write_atomic(path: Path, data: bytes | memoryview | str) -> None:
+    """Replace `path` by `data` (str is written as UTF-8; a memoryview without a copy),
+    atomically; a failed write (a full disk: the OSError with its reason) leaves the old file
+    and no temporary file."""
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)

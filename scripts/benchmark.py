@@ -230,16 +230,37 @@ def filled_memory(
     capacity: int, device: torch.device, steps: int, num_games: int = 1
 ) -> ReplayMemory:
     """A replay memory on `device` holding `steps` vector steps of random frames."""
-    memory = ReplayMemory(capacity, device=device, num_games=num_games)
+    return write_random_steps(ReplayMemory(capacity, device=device, num_games=num_games), steps)
+
+
+def write_random_steps(memory: ReplayMemory, steps: int, num_actions: int = 6) -> ReplayMemory:
+    """`memory` (empty) after `steps` vector steps of random frames and actions, no rewards and
+    no episode ends."""
+    num_games = memory.num_games
     rng = np.random.default_rng(0)
     memory.start(rng.integers(0, 256, (num_games, 84, 84), dtype=np.uint8))
     no = np.zeros(num_games, np.bool_)
     for _ in range(steps):
         frames = rng.integers(0, 256, (num_games, 84, 84), dtype=np.uint8)
         memory.add_step(
-            rng.integers(6, size=num_games), np.zeros(num_games), no, no, frames, frames
+            rng.integers(num_actions, size=num_games), np.zeros(num_games), no, no, frames, frames
         )
     return memory
+
+
+def sampled_updates_per_s(learner: Learner, seconds: float) -> float:
+    """Updates/s of `learner` as dqn-train makes them (each batch sampled inside the update),
+    after 5 warm-up updates (and compilation, and CUDA graph capture, when compiled)."""
+    for _ in range(5):
+        learner.update()
+
+    def updates() -> int:
+        for _ in range(5):
+            learner.update()
+        learner.loss_sum.item()  # wait for the device
+        return 5
+
+    return rate(updates, seconds)
 
 
 def replay_rates(device: torch.device, seconds: float, num_games: int) -> dict[str, float]:
@@ -358,16 +379,7 @@ def learner_rates(device: torch.device, setting: str, seconds: float) -> dict[st
         compile=compiled,
         cuda_graph=compiled,
     )  # fmt: skip
-    for _ in range(5):  # warm-up, and compilation (and CUDA graph capture) when compiled
-        learner.update()
-
-    def sampled_updates() -> int:
-        for _ in range(5):
-            learner.update()
-        learner.loss_sum.item()  # wait for the device
-        return 5
-
-    return {"updates_per_s_with_sampling": rate(sampled_updates, seconds)}
+    return {"updates_per_s_with_sampling": sampled_updates_per_s(learner, seconds)}
 
 
 def variant_config(overrides: list[str], device: torch.device) -> Any:
@@ -381,31 +393,15 @@ def variant_config(overrides: list[str], device: torch.device) -> Any:
 
 def variant_updates_per_s(device: torch.device, overrides: list[str], seconds: float) -> float:
     """Batch-32 eager fp32 updates/s of one variant's learner, each batch sampled from the
-    run's own replay memory (run.build_replay / build_learner), holding 4,000 random frames."""
+    run's own replay memory (run.build_replay / build_learner), holding 4,000 random steps."""
     from dqn_atari.run import build_learner, build_replay
 
     keep_freed_host_memory()  # as dqn-train does
     config = variant_config(overrides, device)
     config.learning_starts, config.total_steps = 0, 1_000_000
     torch.manual_seed(0)
-    memory = build_replay(config, device)
-    rng = np.random.default_rng(0)
-    memory.start(rng.integers(0, 256, (1, 84, 84), dtype=np.uint8))
-    no = np.zeros(1, np.bool_)
-    for _ in range(4000):
-        frames = rng.integers(0, 256, (1, 84, 84), dtype=np.uint8)
-        memory.add_step(rng.integers(4, size=1), rng.normal(size=1), no, no, frames, frames)
-    learner = build_learner(config, device, 4, memory)
-    for _ in range(5):  # warm-up
-        learner.update()
-
-    def updates() -> int:
-        for _ in range(5):
-            learner.update()
-        learner.loss_sum.item()  # wait for the device
-        return 5
-
-    return rate(updates, seconds)
+    memory = write_random_steps(build_replay(config, device), 4000, num_actions=4)  # Breakout
+    return sampled_updates_per_s(build_learner(config, device, 4, memory), seconds)
 
 
 def variants(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
