@@ -60,7 +60,6 @@ from dqn_atari.config import (
     ConfigError,
     EvalConfig,
     TrainConfig,
-    auto_settings,
     register_schemas,
     resume_changes,
     validate_eval,
@@ -513,8 +512,7 @@ def _locked_request(
     """The run's request with its directory locked, for a run from the command line and for a
     sweep's job alike: the config validated, a live run's directory refused (naming its owner),
     and a new run's directory required new or empty (`dir_option` names the setting to change)."""
-    auto = auto_settings(config)
-    device = validate_train(config)
+    settings = validate_train(config)
     lock = RunDirLock(run_dir)
     lock.acquire()  # first: a live run's directory is refused naming its owner
     if not resume:
@@ -524,13 +522,12 @@ def _locked_request(
             lock.release(refused=True)
             raise
     request = TrainRequest(
-        config=config,
-        device=device,
+        config=settings.recorded(config),
+        settings=settings,
         run_dir=run_dir,
         overrides=overrides,
         resume=resume,
         started_s=started_s,
-        auto=auto,
     )
     return request, lock
 

@@ -12,6 +12,7 @@ message a person can act on; each check lives once, here or in the component it 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -124,7 +125,7 @@ class TrainConfig:
     total_steps: int = 12_500_000  # agent steps (Nature: 50M frames)
     # Games played at once: a number, or auto (1 on the CPU; on CUDA the largest power of two
     # up to 16 that the cores and total_steps allow). 1 plays in-process: the Nature loop.
-    num_envs: Any = AUTO
+    num_envs: int | str = AUTO
     learning_starts: int = 50_000  # agent steps of uniform-random play before the first update
     buffer_size: int = 1_000_000  # transitions in the replay memory (one 84x84 frame each)
     batch_size: int = 32  # transitions per gradient update
@@ -146,9 +147,11 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the update; acting stays fp32
     # torch.compile the whole update and the act forward: true | false | auto (on CUDA where a
     # C compiler works). Needs a C/C++ compiler.
-    compile: Any = AUTO
+    compile: bool | str = AUTO
     # Replay each update as one CUDA graph: true | false | auto (on CUDA). CUDA only.
-    cuda_graph: Any = AUTO
+    cuda_graph: bool | str = AUTO
+    # num_envs, compile and cuda_graph stay as the user wrote them: what they mean on the run's
+    # device is RunSettings (resolve_settings), which the builders take.
 
 
 @dataclass
@@ -290,21 +293,40 @@ def _switch(name: str, value: Any, auto: Callable[[], bool]) -> bool:
 AUTO_SETTINGS = ("num_envs", "compile", "cuda_graph")  # the keys that may be `auto`
 
 
-def auto_settings(cfg: TrainConfig) -> frozenset[str]:
-    """Which of num_envs, compile and cuda_graph are `auto` (before resolve_auto): a setting
-    chosen by auto falls back when it fails at start-up; one asked for is an error."""
-    return frozenset(k for k in AUTO_SETTINGS if str(getattr(cfg, k)).lower() == AUTO)
+@dataclass(frozen=True)
+class RunSettings:
+    """Where the run computes and what num_envs, compile and cuda_graph mean there, typed and
+    resolved once from the user's config (resolve_settings), which keeps what the user wrote."""
+
+    device: torch.device
+    num_envs: int
+    compile: bool
+    cuda_graph: bool
+    # Which of the three the user left `auto`: a setting chosen by auto falls back when it
+    # fails at start-up; one asked for is an error.
+    auto: frozenset[str]
+
+    def recorded(self, cfg: TrainConfig) -> TrainConfig:
+        """`cfg` as config.yaml, the checkpoints and summary.json record the run: num_envs as
+        the number of games it resolved to, since the games are part of the experiment and a
+        resume must play as many; device, compile and cuda_graph as the user wrote them, so a
+        run left `auto` takes the fast path of whichever machine it resumes on (summary.json
+        names the device it trained on and any fallback)."""
+        return dataclasses.replace(cfg, num_envs=self.num_envs)
 
 
-def resolve_auto(cfg: TrainConfig, device: torch.device, cores: int | None = None) -> None:
-    """Replace num_envs, compile and cuda_graph by what they mean on `device`, in place; the
-    run records the resolved values (a resume keeps them)."""
-    if str(cfg.num_envs).lower() == AUTO:
-        cfg.num_envs = auto_num_envs(device, usable_cores() if cores is None else cores,
-                                     cfg.total_steps)  # fmt: skip
+def resolve_settings(
+    cfg: TrainConfig, device: torch.device, cores: int | None = None
+) -> RunSettings:
+    """What num_envs, compile and cuda_graph mean on `device` (`cores`: usable_cores()). Reads
+    `cfg` and changes nothing in it."""
+    auto = frozenset(k for k in AUTO_SETTINGS if str(getattr(cfg, k)).lower() == AUTO)
+    if "num_envs" in auto:
+        num_envs = auto_num_envs(device, usable_cores() if cores is None else cores,
+                                 cfg.total_steps)  # fmt: skip
     else:
         try:
-            cfg.num_envs = int(str(cfg.num_envs))
+            num_envs = int(str(cfg.num_envs))
         except ValueError:
             raise ConfigError(
                 f"num_envs must be a whole number of games or auto, got '{cfg.num_envs}'"
@@ -312,10 +334,11 @@ def resolve_auto(cfg: TrainConfig, device: torch.device, cores: int | None = Non
     on_cuda = device.type == "cuda"
     # compile=auto probes the compiler (a Triton compile and Inductor's worker pool on CUDA:
     # seconds) only where it would be used, and never for an explicit true or false.
-    cfg.compile = _switch(
+    compile = _switch(
         "compile", cfg.compile, auto=lambda: on_cuda and compile_error(device) is None
     )
-    cfg.cuda_graph = _switch("cuda_graph", cfg.cuda_graph, auto=lambda: on_cuda) and on_cuda
+    cuda_graph = _switch("cuda_graph", cfg.cuda_graph, auto=lambda: on_cuda) and on_cuda
+    return RunSettings(device, num_envs, compile, cuda_graph, auto)
 
 
 # ---------------------------------------------------------------- checks
@@ -477,11 +500,12 @@ def check_num_envs(num_envs: int, cores: int) -> None:
         )
 
 
-def validate_train(cfg: TrainConfig) -> torch.device:
-    """Resolves `auto` (in place) and checks every range and relation dqn-train relies on;
-    returns the training device. Raises ConfigError on the first failure."""
+def validate_train(cfg: TrainConfig) -> RunSettings:
+    """Checks every range and relation dqn-train relies on, changing nothing in `cfg`; returns
+    the run's device and resolved settings. Raises ConfigError on the first failure."""
     device = resolve_device(cfg.device)
-    resolve_auto(cfg, device)
+    settings = resolve_settings(cfg, device)
+    num_envs = settings.num_envs
     _at_least(
         {
             "total_steps": cfg.total_steps,
@@ -490,7 +514,7 @@ def validate_train(cfg: TrainConfig) -> torch.device:
             "checkpoint_interval": cfg.checkpoint_interval,
             "eval_episodes": cfg.eval_episodes,
             "log_interval": cfg.log_interval,
-            "num_envs": cfg.num_envs,
+            "num_envs": num_envs,
         },
         1,
     )
@@ -506,14 +530,14 @@ def validate_train(cfg: TrainConfig) -> torch.device:
     )
     if math.isinf(cfg.progress_interval_s):
         raise ConfigError(f"progress_interval_s must be finite, got {cfg.progress_interval_s}")
-    check_num_envs(cfg.num_envs, usable_cores())
+    check_num_envs(num_envs, usable_cores())
     _seed("seed", cfg.seed)
-    min_buffer = min_capacity(cfg.env.frame_stack, cfg.num_envs)  # each game has its own ring
+    min_buffer = min_capacity(cfg.env.frame_stack, num_envs)  # each game has its own ring
     if cfg.buffer_size < min_buffer:
         raise ConfigError(f"buffer_size must be >= {min_buffer}, got {cfg.buffer_size}")
-    if cfg.total_steps % cfg.num_envs:
+    if cfg.total_steps % num_envs:
         raise ConfigError(
-            f"total_steps ({cfg.total_steps}) must be a multiple of num_envs ({cfg.num_envs}): "
+            f"total_steps ({cfg.total_steps}) must be a multiple of num_envs ({num_envs}): "
             "the games step together"
         )
     if cfg.batch_size > cfg.buffer_size:
@@ -544,8 +568,8 @@ def validate_train(cfg: TrainConfig) -> torch.device:
             f"evaluation games: {err}"
         ) from None
     check_precision(cfg.precision, device)
-    check_compile(cfg.compile, device)
-    return device
+    check_compile(settings.compile, device)
+    return settings
 
 
 def validate_eval(cfg: EvalConfig) -> torch.device:

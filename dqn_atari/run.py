@@ -28,7 +28,7 @@ from dqn_atari.checkpoint import (
     load_checkpoint,
     load_error_reason,
 )
-from dqn_atari.config import TrainConfig
+from dqn_atari.config import RunSettings, TrainConfig
 from dqn_atari.envs import AtariOptions, resolve_game
 from dqn_atari.evaluation import EvalResult, play_games
 from dqn_atari.files import write_atomic
@@ -55,8 +55,8 @@ def resume_command(run_dir: Path) -> str:
 class TrainRequest:
     """What the CLI hands a run: its validated config and where it runs."""
 
-    config: TrainConfig  # validated; num_envs, compile and cuda_graph resolved
-    device: torch.device
+    config: TrainConfig  # validated, as the run records it (RunSettings.recorded)
+    settings: RunSettings  # the device, and what num_envs, compile and cuda_graph mean there
     run_dir: Path
     overrides: list[str]  # this command line's overrides
     resume: bool  # continue the checkpoint in run_dir
@@ -66,22 +66,21 @@ class TrainRequest:
     # stop's checkpoint (a sweep's requeue).
     stop_requested: Callable[[], str | None] = lambda: None
     on_stopped: Callable[[], None] = lambda: None
-    # Which of num_envs, compile and cuda_graph the user left `auto` (config.auto_settings): a
-    # speed setting chosen by auto falls back when it fails at start-up.
-    auto: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------- builders
 
 
-def build_games(config: TrainConfig, step: int, states: list[dict[str, Any]] | None) -> Games:
+def build_games(
+    config: TrainConfig, settings: RunSettings, step: int, states: list[dict[str, Any]] | None
+) -> Games:
     """The N games; fresh ones are seeded seed + agent step (+ i for game i), so a resume
     without its replay memory plays new games."""
-    return make_games(config.env.game, config.env, config.seed + step, config.num_envs, states)
+    return make_games(config.env.game, config.env, config.seed + step, settings.num_envs, states)
 
 
 def build_replay(
-    config: TrainConfig, device: torch.device, updates_before: int = 0
+    config: TrainConfig, settings: RunSettings, updates_before: int = 0
 ) -> ReplayMemory:
     """The run's replay memory; `updates_before` is the updates a resumed run already made
     (with a saved memory, the memory's own count replaces it when it is loaded)."""
@@ -105,9 +104,9 @@ def build_replay(
         config.buffer_size,
         (env.screen_size, env.screen_size),
         env.frame_stack,
-        device,
+        settings.device,
         seed=config.seed,
-        num_games=config.num_envs,
+        num_games=settings.num_envs,
         max_batch_size=config.batch_size,
         gamma=algo.gamma,
         n_step=algo.n_step,
@@ -134,19 +133,19 @@ def network_spec(config: TrainConfig, num_actions: int) -> NetworkSpec:
 
 
 def build_learner(
-    config: TrainConfig, device: torch.device, num_actions: int, replay: ReplayMemory
+    config: TrainConfig, settings: RunSettings, num_actions: int, replay: ReplayMemory
 ) -> Learner:
-    network = build_network(network_spec(config, num_actions)).to(device)
+    network = build_network(network_spec(config, num_actions)).to(settings.device)
     return Learner(
         network,
         make_optimizer(config.algo, list(network.parameters())),
         config.algo,
         replay=replay,
         batch_size=config.batch_size,
-        device=device,
+        device=settings.device,
         precision=config.precision,
-        compile=config.compile,
-        cuda_graph=config.cuda_graph,
+        compile=settings.compile,
+        cuda_graph=settings.cuda_graph,
     )
 
 
@@ -225,7 +224,7 @@ def read_resumable(request: TrainRequest, checkpoints: CheckpointManager) -> Res
             f"checkpoint {path} was trained on {saved.game}, not {game}; use a checkpoint of "
             "this game"
         )
-    if saved.num_envs != config.num_envs:
+    if saved.num_envs != request.settings.num_envs:
         raise CheckpointError(
             f"checkpoint {path} was written with num_envs={saved.num_envs}; resume with that "
             "num_envs"
@@ -279,7 +278,8 @@ def train_run(request: TrainRequest) -> int:
     """One dqn-train run in `request.run_dir` (which the caller has locked); returns the exit
     code: 0 when finished, 128 + signal number when a signal stopped it."""
     keep_freed_host_memory()
-    config, device, run_dir = request.config, request.device, request.run_dir
+    config, settings, run_dir = request.config, request.settings, request.run_dir
+    device = settings.device
     if device.type == "cuda":
         # Every stream, event and graph capture that names no device uses the current one.
         torch.cuda.set_device(device)
@@ -312,7 +312,7 @@ def train_run(request: TrainRequest) -> int:
     random = RandomStreams(config.seed)
     # With its replay memory, the run continues the very games the memory was filled from.
     exact = restored is not None and restored.replay_dir is not None
-    games = build_games(config, state.step, restored.saved.games if exact else None)  # type: ignore[union-attr]
+    games = build_games(config, settings, state.step, restored.saved.games if exact else None)  # type: ignore[union-attr]
     try:
         return _start_and_train(request, checkpoints, restored, state, random, games)
     finally:
@@ -327,9 +327,10 @@ def _start_and_train(
     random: RandomStreams,
     games: Games,
 ) -> int:
-    config, device, run_dir = request.config, request.device, request.run_dir
-    replay = build_replay(config, device, updates_before=state.updates)
-    learner = build_learner(config, device, games.num_actions, replay)
+    config, settings, run_dir = request.config, request.settings, request.run_dir
+    device = settings.device
+    replay = build_replay(config, settings, updates_before=state.updates)
+    learner = build_learner(config, settings, games.num_actions, replay)
     note, start_obs = "", None
     if restored is not None:
         check_actions(restored.saved, games, checkpoints.latest)
@@ -354,12 +355,12 @@ def _start_and_train(
             )
     env = config.env
     example_obs = torch.zeros(
-        (config.num_envs, env.frame_stack, env.screen_size, env.screen_size),
+        (settings.num_envs, env.frame_stack, env.screen_size, env.screen_size),
         dtype=torch.uint8,
         device=device,
     )
     fallbacks = prepare_update(
-        learner, example_obs, "compile" in request.auto, "cuda_graph" in request.auto
+        learner, example_obs, "compile" in settings.auto, "cuda_graph" in settings.auto
     )
     metrics = build_metrics(config, run_dir, games, state.step)
     for warning in fallbacks:
@@ -402,7 +403,7 @@ def _start_and_train(
             env_options={
                 name: getattr(config.env, name) for name in AtariOptions.__dataclass_fields__
             },
-            num_envs=config.num_envs,
+            num_envs=settings.num_envs,
             config=record.facts.config,
             overrides=started_with,
             counters=current.state_dict(),
@@ -484,7 +485,7 @@ def _finish(
             config.algo.eval_epsilon,
             env_seed=config.seed + 2 + state.step,
             rng_seed=[config.seed, state.step, 1],
-            device=request.device,
+            device=request.settings.device,
             stop_requested=request.stop_requested,
         )
         if final is None:  # stopped: the checkpoint of the last step is already written

@@ -26,9 +26,8 @@ from dqn_atari.config import (
     EvalConfig,
     TrainConfig,
     auto_num_envs,
-    auto_settings,
-    resolve_auto,
     resolve_device,
+    resolve_settings,
     resume_changes,
     validate_eval,
     validate_train,
@@ -449,8 +448,8 @@ def test_validate_eval_accepts_boundary_values(overrides: list[str]) -> None:
 
 def test_auto_is_the_nature_loop_on_the_cpu() -> None:
     conf = train_config()
-    resolve_auto(conf, torch.device("cpu"), cores=16)
-    assert (conf.num_envs, conf.compile, conf.cuda_graph) == (1, False, False)
+    settings = resolve_settings(conf, torch.device("cpu"), cores=16)
+    assert (settings.num_envs, settings.compile, settings.cuda_graph) == (1, False, False)
 
 
 @pytest.mark.parametrize(
@@ -472,13 +471,14 @@ def test_auto_num_envs_on_cuda(cores: int, total_steps: int, games: int) -> None
 
 def test_explicit_values_stay_and_bad_ones_are_named() -> None:
     conf = train_config("num_envs=4", "compile=true", "cuda_graph=true")
-    resolve_auto(conf, torch.device("cpu"), cores=16)
+    settings = resolve_settings(conf, torch.device("cpu"), cores=16)
     # A CUDA graph needs CUDA: on the CPU it is off whatever was asked.
-    assert (conf.num_envs, conf.compile, conf.cuda_graph) == (4, True, False)
+    assert (settings.num_envs, settings.compile, settings.cuda_graph) == (4, True, False)
+    assert settings.auto == frozenset()
     with pytest.raises(ConfigError, match=r"num_envs must be .* got 'many'"):
-        resolve_auto(train_config("num_envs=many"), torch.device("cpu"))
+        resolve_settings(train_config("num_envs=many"), torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"compile must be true, false or auto, got 'maybe'"):
-        resolve_auto(train_config("compile=maybe"), torch.device("cpu"))
+        resolve_settings(train_config("compile=maybe"), torch.device("cpu"))
 
 
 @pytest.mark.parametrize(("compile", "probed"), [("false", 0), ("true", 0), ("auto", 1)])
@@ -486,16 +486,38 @@ def test_the_compiler_is_probed_only_for_compile_auto(compile: str, probed: int)
     """The probe is a Triton compile and Inductor's worker pool on CUDA: never for an explicit
     value. (On this CPU-only machine the probe of a CUDA device fails, and says why.)"""
     compile_error.cache_clear()
-    conf = train_config(f"compile={compile}")
-    resolve_auto(conf, torch.device("cuda"), cores=4)
+    settings = resolve_settings(train_config(f"compile={compile}"), torch.device("cuda"), cores=4)
     assert compile_error.cache_info().misses == probed
     if compile != "auto":
-        assert conf.compile == (compile == "true")
+        assert settings.compile == (compile == "true")
 
 
-def test_auto_settings_names_what_the_user_left_auto() -> None:
-    assert auto_settings(train_config()) == {"num_envs", "compile", "cuda_graph"}
-    assert auto_settings(train_config("compile=false", "num_envs=2")) == {"cuda_graph"}
+def test_settings_name_what_the_user_left_auto() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_settings(train_config(), cpu).auto == {"num_envs", "compile", "cuda_graph"}
+    settings = resolve_settings(train_config("compile=false", "num_envs=2"), cpu)
+    assert settings.auto == {"cuda_graph"}
+
+
+def test_validation_leaves_the_users_config_as_written_and_records_the_games() -> None:
+    """validate_train resolves `auto` into RunSettings without writing into the config; the
+    config the run records (config.yaml, checkpoints, summary.json) holds the number of games
+    it resolved to (a resume must play as many) and the speed settings as written (a resume
+    resolves them again for its own machine)."""
+    conf = train_config("env=Pong", "device=cpu", "cuda_graph=true")
+    settings = validate_train(conf)
+    assert (conf.num_envs, conf.compile, conf.cuda_graph) == ("auto", "auto", True)
+    assert (settings.device, settings.num_envs, settings.compile, settings.cuda_graph) == (
+        torch.device("cpu"),
+        1,
+        False,
+        False,
+    )
+    assert settings.auto == {"num_envs", "compile"}
+    recorded = settings.recorded(conf)
+    assert (recorded.num_envs, recorded.compile, recorded.cuda_graph) == (1, "auto", True)
+    assert recorded.env == conf.env and recorded.algo == conf.algo
+    assert conf.num_envs == "auto"  # recording made a copy
 
 
 # ---------------------------------------------------------------- command line

@@ -395,15 +395,15 @@ FAMILY = {
 def _family_learner(name: str, compile: bool = False, graph: bool = False):
     import numpy as np
 
-    from dqn_atari.config import AlgoConfig, TrainConfig
+    from dqn_atari.config import AlgoConfig, TrainConfig, resolve_settings
     from dqn_atari.run import build_learner, build_replay
 
     config = TrainConfig(algo=AlgoConfig(**FAMILY[name]))  # type: ignore[arg-type]
     config.num_envs, config.buffer_size, config.batch_size = 2, 800, 32
     config.total_steps, config.learning_starts, config.seed = 10_000, 0, 11
     config.compile, config.cuda_graph = compile, graph
-    device = torch.device("cuda")
-    memory = build_replay(config, device)
+    settings = resolve_settings(config, torch.device("cuda"))
+    memory = build_replay(config, settings)
     rng = np.random.default_rng(3)
     memory.start(rng.integers(0, 256, (2, 84, 84), dtype=np.uint8))
     for _ in range(300):
@@ -414,7 +414,7 @@ def _family_learner(name: str, compile: bool = False, graph: bool = False):
             rng.integers(0, 256, (2, 84, 84), dtype=np.uint8),
         )  # fmt: skip
     torch.manual_seed(0)
-    return build_learner(config, device, 6, memory)
+    return build_learner(config, settings, 6, memory)
 
 
 @pytest.mark.slow

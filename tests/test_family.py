@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dqn_atari.config import AlgoConfig, TrainConfig
+from dqn_atari.config import AlgoConfig, TrainConfig, resolve_settings
 from dqn_atari.heads import DuelingHead, NoisyLinear, QHead, noisy_layers
 from dqn_atari.learner import Learner, prepare_update
 from dqn_atari.loop import Schedule
@@ -62,7 +62,7 @@ def _config(**algo: object) -> TrainConfig:
 def _replay(config: TrainConfig, seed: int = 0) -> ReplayMemory:
     """The run's own replay memory (run.build_replay) holding 120 vector steps of 2 games."""
     config.seed = seed
-    replay = build_replay(config, CPU)
+    replay = build_replay(config, resolve_settings(config, CPU))
     rng = np.random.default_rng(seed)
     replay.start(rng.integers(0, 256, (2, SIZE, SIZE), dtype=np.uint8))
     for _ in range(120):

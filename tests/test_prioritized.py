@@ -20,7 +20,7 @@ import torch
 from test_learner import EXAMPLE_OBS, TinyQ
 from test_replay import _ops
 
-from dqn_atari.config import AlgoConfig, ConfigError, TrainConfig, check_algo
+from dqn_atari.config import AlgoConfig, ConfigError, TrainConfig, check_algo, resolve_settings
 from dqn_atari.learner import Learner, prepare_update
 from dqn_atari.loop import Schedule
 from dqn_atari.optim import make_optimizer
@@ -290,14 +290,15 @@ def test_the_run_anneals_beta_over_its_updates_and_continues_from_a_resumes() ->
     schedule = Schedule.of(config)
     updates = sum(schedule.learns_at(t, config.learning_starts) for t in range(1, 1001))
     assert updates == 1000 // 4 - 300 // 4 == 175
-    memory = build_replay(config, torch.device("cpu"), updates_before=40)
+    run_settings = resolve_settings(config, torch.device("cpu"))
+    memory = build_replay(config, run_settings, updates_before=40)
     settings = _sampler(memory).settings
     assert (settings.alpha, settings.beta_start, settings.eps) == (0.6, 0.4, 1e-6)
     assert settings.beta_updates == 175
     assert _sampler(memory).batches_drawn == 40
     assert _sampler(memory).beta_at(40) == pytest.approx(0.4 + 0.6 * 40 / 175)
     config.algo.prioritized = False
-    assert not build_replay(config, torch.device("cpu")).prioritized
+    assert not build_replay(config, run_settings).prioritized
 
 
 @pytest.mark.parametrize(
