@@ -47,6 +47,16 @@ RUN = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _ctrl_c_reaches_the_commands() -> Iterator[None]:
+    """A test runner started in the background (`cmd &` in a script, nohup) ignores SIGINT, and
+    the commands these tests start would inherit that and never see their Ctrl-C: with a handler
+    here, they start with the default one (exec resets handled signals, not ignored ones)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def train(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [TRAIN, *args], cwd=cwd, capture_output=True, text=True, timeout=600, **kwargs
