@@ -176,3 +176,83 @@ def test_read_scalars_means_per_window_count_a_game_where_it_ended(tmp_path: Pat
     windows = json.loads(result.stdout)["train/episode_return"]["windows"]
     # A game that ends at step 100 closes the first window, as "0-100k" reads in the tables.
     assert windows == {"0-100": [2, -20.0], "100-200": [1, -10.0], "200-300": [2, 4.0]}
+
+
+def _adam_checkpoint(path: Path, grads: list[float], eps: float) -> list[str]:
+    """A dqn-atari checkpoint file of a small noisy dueling network (its state dict holds the
+    noise buffers besides the parameters) with a real Adam state after one step, every weight of
+    parameter tensor i having had the gradient grads[i % len(grads)]. Returns the names of the
+    parameter tensors."""
+    from dqn_atari.checkpoint import FORMAT
+    from dqn_atari.networks import NetworkSpec, build_network
+    from dqn_atari.optim import Adam
+
+    spec = NetworkSpec(num_actions=3, frames=2, frame_size=36, dueling=True, noisy=True)
+    network = build_network(spec)
+    named = list(network.named_parameters())
+    params = [p for _, p in named]
+    adam = Adam(params, lr=1e-4, eps=eps)
+    with torch.no_grad():  # as the learner steps
+        adam.step_(
+            params, [torch.full_like(p, grads[i % len(grads)]) for i, p in enumerate(params)]
+        )
+    torch.save(
+        {
+            "format": FORMAT,
+            "network": spec.to_dict(),
+            "config": {"algo": {"optimizer": "adam", "adam_eps": eps}},
+            "learner": {"online": network.state_dict(), "optimizer": adam.state_dict()},
+        },
+        path,
+    )
+    return [name for name, _ in named]
+
+
+def test_optimizer_state_reads_adams_roots_against_eps_as_worked_out_by_hand(
+    tmp_path: Path,
+) -> None:
+    import optimizer_state
+
+    from dqn_atari.checkpoint import load_checkpoint
+
+    # After one step, v = (1 - beta2) g^2 and its bias correction divides by (1 - beta2):
+    # sqrt(v_hat) = |g| for every weight, and the step factor is |g| / (|g| + eps).
+    path = tmp_path / "latest.pt"
+    grads = [1e-5, -4e-4, 0.0]
+    names = _adam_checkpoint(path, grads, eps=1e-4)
+    eps, steps = optimizer_state.adam_steps(load_checkpoint(path))
+    assert eps == 1e-4
+    assert list(steps) == names and not any("noise" in name for name in steps)
+    for i, name in enumerate(names):
+        g = abs(grads[i % 3])
+        row = steps[name]
+        assert row.median_root == pytest.approx(g, rel=1e-5)
+        assert row.share_above_eps == (1.0 if g > 1e-4 else 0.0)
+        assert row.median_step_factor == pytest.approx(g / (g + 1e-4), rel=1e-5)
+    assert steps[names[0]].median_step_factor == pytest.approx(1 / 11, rel=1e-5)
+    assert steps[names[1]].median_step_factor == pytest.approx(0.8, rel=1e-5)
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "optimizer_state.py"), str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Adam eps 0.0001"
+    assert lines[2].split() == [names[0], "1e-05", "0.000", "0.0909"]
+    assert lines[3].split() == [names[1], "0.0004", "1.000", "0.8"]
+
+
+def test_optimizer_state_refuses_another_optimizer_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latest.pt"
+    _adam_checkpoint(path, [1.0], eps=1e-4)
+    state = torch.load(path, weights_only=True)
+    state["learner"]["optimizer"]["name"] = "rmsprop"
+    torch.save(state, path)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "optimizer_state.py"), str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"optimizer_state: {path}: the checkpoint's optimizer is rmsprop, not adam"
+    ]
