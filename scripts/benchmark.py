@@ -4,6 +4,8 @@
     python scripts/benchmark.py --device cuda --num-envs 1 8 16 --e2e-steps 20000
     python scripts/benchmark.py --num-envs 1 2 --rounds 3   # end-to-end figures: medians of 3
     python scripts/benchmark.py --stages ops         # the profiler's ops per agent step only
+    python scripts/benchmark.py --stages variants --variants dqn,rainbow --variant-ops-compiled
+                                        # the family against DQN, ops eager and compiled
     python scripts/benchmark.py --stages e2e --num-envs 16 --settings bf16_compiled \
         --json-out e2e.json                          # one setting, as scripts/gpu_check.sh runs it
 
@@ -388,20 +390,23 @@ def variant_config(overrides: list[str], device: torch.device) -> Any:
 
     register_schemas()
     base = ["env=Breakout", "buffer_size=5000", "num_envs=1", f"device={device}"]
+    base += ["compile=false", "cuda_graph=false"]  # eager, whatever the device's auto would pick
     return typed(compose(CONFIG_DIR, "config", route_game([*base, *overrides])))
 
 
 def variant_updates_per_s(device: torch.device, overrides: list[str], seconds: float) -> float:
     """Batch-32 eager fp32 updates/s of one variant's learner, each batch sampled from the
     run's own replay memory (run.build_replay / build_learner), holding 4,000 random steps."""
+    from dqn_atari.config import resolve_settings
     from dqn_atari.run import build_learner, build_replay
 
     keep_freed_host_memory()  # as dqn-train does
     config = variant_config(overrides, device)
     config.learning_starts, config.total_steps = 0, 1_000_000
+    settings = resolve_settings(config, device)
     torch.manual_seed(0)
-    memory = write_random_steps(build_replay(config, device), 4000, num_actions=4)  # Breakout
-    return sampled_updates_per_s(build_learner(config, device, 4, memory), seconds)
+    memory = write_random_steps(build_replay(config, settings), 4000, num_actions=4)  # Breakout
+    return sampled_updates_per_s(build_learner(config, settings, 4, memory), seconds)
 
 
 def variants(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -430,6 +435,20 @@ def variants(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
             )  # fmt: skip
             ops[name] = round(run["ops_per_agent_step"], 2)
         report["ops_per_agent_step_num_envs_16"] = ops
+    if args.variant_ops_compiled:
+        # The path CUDA runs by default (compile=auto is true there): the update and the act
+        # forward each one compiled graph, whose fused kernels are no aten ops; what remains is
+        # the extern kernels (convolutions, matmuls), the host-side sampling and acting, and
+        # the start-up's tracing, which this count includes.
+        compiled_run = [o for o in OPS_RUN if not o.startswith("compile=")] + ["compile=true"]
+        compiled = {}
+        for name in names:
+            run = in_fresh_process(
+                ops_per_agent_step, device, [*compiled_run, *VARIANTS[name]], args.ops_window,
+                args.ops_top, args.work_dir,
+            )  # fmt: skip
+            compiled[name] = round(run["ops_per_agent_step"], 2)
+        report["ops_per_agent_step_num_envs_16_compiled"] = compiled
     return report
 
 
@@ -932,6 +951,11 @@ def main() -> None:
         "--no-variant-ops", dest="variant_ops", action="store_false",
         help="variants stage: skip the ops per agent step of each variant (a run each)",
     )  # fmt: skip
+    parser.add_argument(
+        "--variant-ops-compiled", action="store_true",
+        help="variants stage: also count each variant's ops per agent step with compile=true "
+        "(a compiled run each, a minute or two apiece on a CPU)",
+    )  # fmt: skip
     parser.add_argument("--work-dir", type=Path, help="where run directories go (default: TMPDIR)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON object here")
     args = parser.parse_args()
@@ -1020,9 +1044,14 @@ def main() -> None:
         report["variants"] = variants(args, device)
         for name, ratio in report["variants"]["against_dqn"].items():
             ops = report["variants"].get("ops_per_agent_step_num_envs_16", {}).get(name)
+            compiled_ops = (
+                report["variants"].get("ops_per_agent_step_num_envs_16_compiled", {}).get(name)
+            )
             print(
                 f"  {name:12s} {report['variants']['updates_per_s'][name]:7.1f} updates/s "
-                f"({ratio:.2f}x DQN)" + ("" if ops is None else f", {ops} ops per agent step"),
+                f"({ratio:.2f}x DQN)"
+                + ("" if ops is None else f", {ops} ops per agent step")
+                + ("" if compiled_ops is None else f" ({compiled_ops} compiled)"),
                 file=sys.stderr,
             )
     report["peak_rss_bytes_this_process"] = own_peak_rss_bytes()
